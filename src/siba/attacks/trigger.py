@@ -1,0 +1,251 @@
+"""Triggers ("marks"): what an attack attaches to an image, apart from how it was made.
+
+Two kinds cover the attacks here:
+
+- :class:`Trigger` — additive and sparse: ``x' = clip(x + m⊙δ, 0, 1)`` with a spatial
+  mask ``m`` (H×W, shared by the channels) and a perturbation ``δ`` (C×H×W). SIBA, Sparse,
+  Random and TUAP make these; its budgets (``k`` pixels, ``ε``) hold exactly, in float and
+  after 8-bit quantisation.
+- :class:`BlendTrigger` — ``x' = (1−α)⊙x + α⊙p`` with a pattern ``p`` and an opacity map
+  ``α``: BadNets (a binary ``α`` on a patch) and Blended (a constant ``α``).
+
+Every trigger also carries its target rule (all-to-one towards ``target``, or all-to-all
+towards ``(y+1) mod K``), applies itself to a batch on any device, saves to safetensors
+with a JSON description, and renders a PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import SibaError
+from ..runtime import load_tensors, save_tensors, write_json
+
+TARGET_RULES = ("all-to-one", "all-to-all")
+
+
+def trigger_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``trigger.safetensors`` and ``trigger.json`` for a path given with or without suffix."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+
+
+class Mark:
+    """Base of every trigger: target rule, device moves, save/load, uint8 application."""
+
+    kind: ClassVar[str] = ""
+    _registry: ClassVar[dict[str, type["Mark"]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            Mark._registry[cls.kind] = cls
+
+    def __init__(self, *, num_classes: int, target: int = 0, target_rule: str = "all-to-one",
+                 meta: dict[str, Any] | None = None) -> None:
+        if target_rule not in TARGET_RULES:
+            raise SibaError(f"unknown target rule {target_rule!r} (use {' or '.join(TARGET_RULES)})")
+        if not 0 <= int(target) < num_classes:
+            raise SibaError(f"target class {target} is not among the {num_classes} classes (0..{num_classes - 1})")
+        self.num_classes = int(num_classes)
+        self.target = int(target)
+        self.target_rule = target_rule
+        self.meta = dict(meta or {})
+
+    # ---------------------------------------------------------------- interface
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The poisoned version of a float ``[0,1]`` batch ``N×C×H×W`` (on the batch's device)."""
+        raise NotImplementedError
+
+    def apply_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """The poisoned version of a uint8 batch, as a released 8-bit image would carry it."""
+        out = self.apply(x.float() / 255) * 255
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> "Mark":
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The label each poisoned sample should get (all-to-one or ``(y+1) mod K``)."""
+        if self.target_rule == "all-to-all":
+            return (labels + 1) % self.num_classes
+        return torch.full_like(labels, self.target)
+
+    def attack_mask(self, labels: torch.Tensor) -> torch.Tensor:
+        """Which samples count for the attack success rate (all-to-one: those not of the target)."""
+        if self.target_rule == "all-to-all":
+            return torch.ones_like(labels, dtype=torch.bool)
+        return labels != self.target
+
+    def check_fits(self, image_shape: tuple[int, ...], num_classes: int) -> None:
+        if tuple(image_shape) != tuple(self.shape):
+            raise SibaError(f"the trigger is for {self.shape[1]}×{self.shape[2]} images with {self.shape[0]} channels, "
+                            f"the data has {tuple(image_shape)}")
+        if num_classes != self.num_classes:
+            raise SibaError(f"the trigger is for {self.num_classes} classes, the data has {num_classes}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "shape": list(self.shape), "num_classes": self.num_classes, "target": self.target,
+                "target_rule": self.target_rule, **self.meta}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``<path>.safetensors`` (tensors + description) and ``<path>.json`` (readable copy)."""
+        st, js = trigger_paths(path)
+        desc = self.describe()
+        save_tensors(st, self.tensors(), {"siba_trigger": desc})
+        write_json(js, desc)
+        return st
+
+    @staticmethod
+    def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> "Mark":
+        st, _ = trigger_paths(path)
+        if not st.is_file():
+            raise SibaError(f"trigger file not found: {st}")
+        tensors, meta = load_tensors(st)
+        desc = meta.get("siba_trigger")
+        if not isinstance(desc, dict) or desc.get("kind") not in Mark._registry:
+            raise SibaError(f"{st} is not a siba trigger")
+        cls = Mark._registry[desc["kind"]]
+        return cls._from_saved(tensors, desc).to(device)
+
+    @classmethod
+    def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "Mark":
+        raise NotImplementedError
+
+    @staticmethod
+    def _meta_of(desc: dict[str, Any], own: tuple[str, ...]) -> dict[str, Any]:
+        base = ("kind", "shape", "num_classes", "target", "target_rule")
+        return {k: v for k, v in desc.items() if k not in base + own}
+
+    def render(self, path: str | os.PathLike, samples: torch.Tensor | None = None, scale: int = 4) -> Path:
+        """PNG: the trigger magnified, and clean / poisoned / difference for a few samples."""
+        from ..report.images import render_trigger
+
+        return render_trigger(self, path, samples, scale)
+
+
+class Trigger(Mark):
+    """A sparse additive trigger ``clip(x + m⊙δ, 0, 1)`` with budgets ``k`` (pixels) and ``ε``."""
+
+    kind = "additive"
+
+    def __init__(self, delta: torch.Tensor, mask: torch.Tensor, *, eps: float | None = None, k: int | None = None,
+                 num_classes: int, target: int = 0, target_rule: str = "all-to-one",
+                 meta: dict[str, Any] | None = None) -> None:
+        super().__init__(num_classes=num_classes, target=target, target_rule=target_rule, meta=meta)
+        if delta.dim() != 3 or mask.shape != delta.shape[1:]:
+            raise SibaError(f"delta must be C×H×W and mask H×W, got {tuple(delta.shape)} and {tuple(mask.shape)}")
+        self.mask = (mask != 0).to(torch.float32)
+        self.delta = delta.to(torch.float32) * self.mask
+        self.eps = float(eps) if eps is not None else float(self.delta.abs().max())
+        self.k = int(k) if k is not None else int(self.mask.sum())
+        if int(self.mask.sum()) > self.k:
+            raise SibaError(f"mask has {int(self.mask.sum())} pixels, more than k={self.k}")
+        if float(self.delta.abs().max()) > self.eps * (1 + 1e-6):
+            raise SibaError(f"|δ| reaches {float(self.delta.abs().max()):.5f}, above ε={self.eps:.5f}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.delta.shape)  # type: ignore[return-value]
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        return self.mask * self.delta
+
+    def to(self, device: torch.device | str) -> "Trigger":
+        self.delta, self.mask = self.delta.to(device), self.mask.to(device)
+        return self
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        pert = self.perturbation.to(x.device, x.dtype)
+        return (x + pert).clamp_(0, 1)
+
+    def level_budget(self) -> int:
+        """The largest change in 8-bit levels that stays within ``ε``."""
+        return int(math.floor(255 * self.eps + 1e-5))
+
+    def apply_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """8-bit poisoning with the budgets intact.
+
+        The change ``255·clip(x+m⊙δ) − 255·x`` is truncated towards zero (the reference
+        converts to uint8 by truncation) and kept within ``floor(255·ε)`` levels, so a
+        released image changes at most ``k`` pixels by at most ``ε``.
+        """
+        pert = self.perturbation.to(x.device) * 255
+        xi = x.to(torch.int16)
+        change = (xi.float() + pert).clamp_(0, 255) - xi.float()
+        change = torch.where((change - change.round()).abs() < 1e-3, change.round(), change).trunc()
+        lv = self.level_budget()
+        return (xi + change.clamp_(-lv, lv).to(torch.int16)).clamp_(0, 255).to(torch.uint8)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"delta": self.delta, "mask": self.mask}
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update({"k": self.k, "eps": self.eps, "l0": int(self.mask.sum()), "linf": float(self.delta.abs().max())})
+        return d
+
+    @classmethod
+    def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "Trigger":
+        return cls(tensors["delta"], tensors["mask"], eps=desc.get("eps"), k=desc.get("k"),
+                   num_classes=desc["num_classes"], target=desc["target"], target_rule=desc["target_rule"],
+                   meta=cls._meta_of(desc, ("k", "eps", "l0", "linf")))
+
+
+class BlendTrigger(Mark):
+    """``x' = (1−α)⊙x + α⊙p``: a patch (BadNets, binary ``α``) or a blend (Blended)."""
+
+    kind = "blend"
+
+    def __init__(self, pattern: torch.Tensor, alpha: torch.Tensor, *, num_classes: int, target: int = 0,
+                 target_rule: str = "all-to-one", meta: dict[str, Any] | None = None) -> None:
+        super().__init__(num_classes=num_classes, target=target, target_rule=target_rule, meta=meta)
+        if pattern.dim() != 3:
+            raise SibaError(f"pattern must be C×H×W, got {tuple(pattern.shape)}")
+        if alpha.dim() == 2:
+            alpha = alpha.unsqueeze(0)
+        if alpha.shape[-2:] != pattern.shape[-2:]:
+            raise SibaError(f"alpha map {tuple(alpha.shape)} does not fit the pattern {tuple(pattern.shape)}")
+        self.pattern = pattern.to(torch.float32).clamp(0, 1)
+        self.alpha = alpha.to(torch.float32).clamp(0, 1).expand_as(self.pattern).contiguous()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.pattern.shape)  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str) -> "BlendTrigger":
+        self.pattern, self.alpha = self.pattern.to(device), self.alpha.to(device)
+        return self
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        a, p = self.alpha.to(x.device, x.dtype), self.pattern.to(x.device, x.dtype)
+        return x + a * (p - x)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"pattern": self.pattern, "alpha": self.alpha}
+
+    @classmethod
+    def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "BlendTrigger":
+        return cls(tensors["pattern"], tensors["alpha"], num_classes=desc["num_classes"], target=desc["target"],
+                   target_rule=desc["target_rule"], meta=cls._meta_of(desc, ()))
+
+
+def load_trigger(path: str | os.PathLike, device: torch.device | str = "cpu") -> Mark:
+    """Load any saved trigger (additive or blend)."""
+    return Mark.load(path, device)

@@ -1,0 +1,1 @@
+"""The siba command line."""

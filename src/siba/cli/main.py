@@ -1,0 +1,349 @@
+"""The ``siba`` command.
+
+    siba run CONFIG            the whole pipeline from a YAML config (resumable)
+    siba train                 train a model (surrogate, victim, or on an exported poisoned set)
+    siba optimize              make a trigger (SIBA, Sparse, TUAP, Random, BadNets)
+    siba poison                poison a training set with a trigger and export it as PNG files
+    siba evaluate              clean accuracy of a model, and the attack's success with a trigger
+    siba list                  models, attacks and built-in data sets
+
+A user's mistake (a missing file, an unknown name, a setting out of range) ends with one
+line on stderr and exit status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import SibaError
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {v}")
+    return v
+
+
+def _pos_int(s: str) -> int:
+    v = _nonneg_int(s)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be ≥ 1")
+    return v
+
+
+def _number(s: str) -> float:
+    from ..attacks import parse_number
+
+    try:
+        return parse_number(s, "value")
+    except SibaError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _kv(s: str) -> tuple[str, Any]:
+    if "=" not in s:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {s!r}")
+    k, v = s.split("=", 1)
+    import yaml
+
+    return k.strip(), yaml.safe_load(v)
+
+
+def _command_line(argv: Sequence[str] | None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return "siba " + " ".join(shlex.quote(a) for a in args)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu or cuda[:N] (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_data(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--data", default=None if required else "cifar10-mini", required=required,
+                   help="cifar10-mini (shipped subset, default), cifar10 (official, downloaded), a CIFAR-10 "
+                        "archive, or a folder with train/ and test/ image folders (or .tar.gz)")
+    p.add_argument("--image-size", type=_pos_int, default=None, metavar="PX",
+                   help="resize the images of an image-folder data set to PX×PX (the official CIFAR-10 "
+                        "archive cannot be resized: asking for another size is an error)")
+
+
+def _add_train_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training recipe (defaults: the paper's CIFAR-10 recipe)")
+    g.add_argument("--epochs", type=_nonneg_int, default=100, help="epochs (default 100)")
+    g.add_argument("--batch-size", type=_pos_int, default=128, help="batch size (default 128)")
+    g.add_argument("--lr", type=_number, default=0.1, help="peak learning rate (default 0.1)")
+    g.add_argument("--schedule", choices=["step", "onecycle", "constant"], default="step",
+                   help="step: lr ÷10 at the milestones (default); onecycle: linear up then down")
+    g.add_argument("--milestones", type=_pos_int, nargs="*", default=None, metavar="EPOCH",
+                   help="step schedule's epochs (default: 60%% and 90%% of --epochs, i.e. 60 90 for 100)")
+    g.add_argument("--weight-decay", type=_number, default=5e-4, help="default 5e-4")
+    g.add_argument("--momentum", type=_number, default=0.9, help="Nesterov momentum (default 0.9)")
+    g.add_argument("--label-smoothing", type=_number, default=0.0, help="default 0")
+    g.add_argument("--crop-pad", type=_nonneg_int, default=4, help="random-crop padding, 0 for none (default 4)")
+    g.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32")
+    g.add_argument("--seed", type=int, default=0, help="seed of the initialisation, order and augmentation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    ap = argparse.ArgumentParser(prog="siba", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"siba {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a whole experiment from a YAML config (resumes when run again)",
+                       description="Surrogate → trigger → poisoned set → victim → evaluation → report.md, all in one "
+                                   "run folder. Running the same command again skips finished stages and resumes an "
+                                   "interrupted training. See configs/ and docs/configs.md.")
+    p.add_argument("config", help="YAML run config (e.g. configs/demo.yaml)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--fresh", action="store_true", help="delete the run folder's earlier results first")
+    p.add_argument("--data", default=None, help="override the config's data set (a name or a path)")
+    p.add_argument("--device", default=None, help="override the config's device")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("train", help="train a model and write it with its metrics",
+                       description="Train a model on a data set (clean, or an exported poisoned set) and write "
+                                   "model.safetensors, metrics.csv (a row per epoch), summary.json and a checkpoint "
+                                   "after each epoch; --resume continues an interrupted run.")
+    _add_data(p)
+    p.add_argument("--model", default="fastnet", help="model name (see `siba list`; default fastnet)")
+    p.add_argument("--model-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. width=32 or widths=[32,64,128,256] (repeatable)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--fraction", type=_number, default=1.0, help="train on this class-stratified share of the data")
+    _add_train_opts(p)
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="clean accuracy of a model (and ASR/stealth with --trigger)",
+                       description="Benign accuracy of a saved model on the test set; with --trigger also the attack "
+                                   "success rate (float and 8-bit trigger) and L0, L∞, SSIM, PSNR of the poisoned "
+                                   "test images. Prints JSON; --out writes it to a file.")
+    p.add_argument("--model", required=True, help="model.safetensors written by siba train / run")
+    _add_data(p)
+    p.add_argument("--trigger", default=None, help="trigger.safetensors written by siba optimize / run")
+    p.add_argument("--out", default=None, help="write the JSON here too")
+    _add_common(p)
+
+    p = sub.add_parser("optimize", help="make a trigger (siba, sparse, tuap, random, badnets)",
+                       description="Make a trigger from the training set (and a surrogate for siba, sparse and tuap) "
+                                   "and write trigger.safetensors, trigger.json and trigger.png into --out. Defaults "
+                                   "are the reference settings: k=100, eps=8/255, alpha=0.8·eps, beta=10, 200 passes, "
+                                   "re-mask every 5, batch 128, target 0.")
+    _add_data(p)
+    p.add_argument("--attack", default="siba", help="siba (default), sparse, tuap, random or badnets")
+    p.add_argument("--surrogate", default=None, help="surrogate model.safetensors (needed by siba, sparse, tuap)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--k", type=_pos_int, default=None, help="L0 budget in pixels (default 100)")
+    p.add_argument("--eps", type=_number, default=None, help="L∞ budget, e.g. 8/255 (default)")
+    p.add_argument("--alpha", type=_number, default=None, help="step size (default 0.8·eps)")
+    p.add_argument("--beta", type=_number, default=None, help="cross-entropy clamp (default 10)")
+    p.add_argument("--passes", type=_pos_int, default=None, help="passes over the data, N (default 200)")
+    p.add_argument("--remask-every", type=_pos_int, default=None, help="re-select the mask every T passes (default 5)")
+    p.add_argument("--batch-size", type=_pos_int, default=None, help="default 128")
+    p.add_argument("--mask-rule", choices=["gradient", "projection"], default=None,
+                   help="gradient: top-k of Σ|g| (reference code, default); projection: Lemma 1 on the updated δ")
+    p.add_argument("--max-images", type=_pos_int, default=None, help="optimise on a seeded subset of this size")
+    p.add_argument("--target", type=_nonneg_int, default=0, help="target class index (default 0)")
+    p.add_argument("--all-to-all", action="store_true", help="target (y+1) mod K instead of one class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other attack option, e.g. size=4 for badnets (repeatable)")
+    _add_common(p)
+
+    p = sub.add_parser("poison", help="poison a training set with a trigger and export it as PNG files",
+                       description="Attach the trigger to ⌊rate·N⌋ seeded training images (not of the target class), "
+                                   "relabel them, and write train/<class>/<index>.png, a clean test/ tree, the trigger "
+                                   "and manifest.json (poisoned indices, original labels, rate, trigger hash). The "
+                                   "folder is a data set for `siba train --data` or any image-folder pipeline.")
+    _add_data(p)
+    p.add_argument("--trigger", required=True, help="trigger.safetensors")
+    p.add_argument("--rate", type=_number, default=0.01, help="poisoning rate in (0, 1) (default 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the choice of poisoned samples")
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--no-test", action="store_true", help="do not write the clean test/ tree")
+    _add_common(p)
+
+    sub.add_parser("list", help="models, attacks and built-in data sets")
+    return ap
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if getattr(args, "quiet", False) else None
+
+
+def cmd_run(args: argparse.Namespace, command: str) -> int:
+    from ..experiments import load_config
+    from ..experiments.pipeline import Pipeline
+
+    cfg = load_config(args.config)
+    if args.device:
+        cfg.device = args.device
+    if args.data:
+        cfg.data = args.data
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    results = Pipeline(cfg, out, progress=_progress(args), command=command).run(args.fresh)
+    from ..report import results_table
+
+    print(results_table(results["results"]))
+    print(f"\nreport: {out / 'report.md'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, command: str) -> int:
+    import torch
+
+    from ..data import load_dataset
+    from ..models import create_model
+    from ..runtime import pick_device, write_json
+    from ..training import TrainConfig, train
+
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                      weight_decay=args.weight_decay, schedule=args.schedule, milestones=args.milestones,
+                      label_smoothing=args.label_smoothing, crop_pad=args.crop_pad, flip=not args.no_flip,
+                      precision=args.precision, seed=args.seed)
+    device = pick_device(args.device)
+    data = load_dataset(args.data, args.image_size, progress=_progress(args))
+    train_set = data.train.fraction(args.fraction, args.seed) if args.fraction != 1 else data.train
+    torch.manual_seed(args.seed)
+    model = create_model(args.model, data.num_classes, **dict(args.model_arg))
+    out = Path(args.out)
+    res = train(model, train_set, data.test, cfg, out_dir=out, resume=args.resume, device=device,
+                progress=_progress(args), eval_train_set=train_set)
+    summary = dict(res.summary, data=str(args.data), command=command)
+    write_json(out / "summary.json", summary)
+    print(json.dumps({k: summary[k] for k in ("test_acc", "train_acc_clean", "wall_s") if k in summary}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, command: str) -> int:
+    from ..attacks import load_trigger
+    from ..data import load_dataset
+    from ..metrics import evaluate_attack
+    from ..models import load_model, read_model_metadata
+    from ..runtime import pick_device, setup_threads, write_json
+
+    setup_threads()
+    device = pick_device(args.device)
+    read_model_metadata(args.model)  # a clear error for a missing or foreign file, before loading data
+    data = load_dataset(args.data, args.image_size)
+    model = load_model(args.model, device, expect_classes=data.num_classes)
+    mark = load_trigger(args.trigger) if args.trigger else None
+    if mark is not None:
+        mark.check_fits(data.image_shape, data.num_classes)
+    result = evaluate_attack(model, data.test, mark, device=device)
+    result.update({"model": str(args.model), "data": str(args.data), "trigger": args.trigger, "command": command})
+    if args.out:
+        write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace, command: str) -> int:
+    import time
+
+    from ..attacks import create_attack
+    from ..data import load_dataset
+    from ..models import load_model
+    from ..runtime import pick_device, setup_threads
+
+    setup_threads()
+    device = pick_device(args.device)
+    params: dict[str, Any] = {"target": args.target, "all_to_all": args.all_to_all, "seed": args.seed}
+    for key in ("k", "eps", "alpha", "beta", "passes", "remask_every", "batch_size", "mask_rule", "max_images"):
+        v = getattr(args, key)
+        if v is not None:
+            params[key] = v
+    params.update(dict(args.set))
+    attack = create_attack(args.attack, **params)
+    data = load_dataset(args.data, args.image_size)
+    attack.validate(data.image_shape, data.num_classes)
+    surrogate = None
+    if attack.needs_surrogate:
+        if not args.surrogate:
+            raise SibaError(f"the {attack.name} attack needs --surrogate MODEL (train one with `siba train`)")
+        surrogate = load_model(args.surrogate, device, expect_classes=data.num_classes)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    mark = attack.generate(data.train, surrogate, device=device, progress=_progress(args))
+    mark.meta.update({"wall_s": round(time.perf_counter() - t0, 2), "command": command, "data": str(args.data)})
+    path = mark.save(out / "trigger")
+    mark.render(out / "trigger.png", data.test.images[:4])
+    print(json.dumps({k: v for k, v in mark.describe().items() if k not in ("history", "params")}, indent=2))
+    print(f"trigger: {path}")
+    return 0
+
+
+def cmd_poison(args: argparse.Namespace, command: str) -> int:
+    from ..attacks import load_trigger
+    from ..data import load_dataset
+    from ..poisoning import check_rate, export_poisoned, poison_dataset
+
+    check_rate(args.rate)
+    mark = load_trigger(args.trigger)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SibaError(f"{out} exists and is not empty; choose another --out")
+    data = load_dataset(args.data, args.image_size)
+    mark.check_fits(data.image_shape, data.num_classes)
+    poisoned = poison_dataset(data.train, mark, args.rate, seed=args.seed)
+    export_poisoned(poisoned, out, trigger_file=args.trigger, test_set=None if args.no_test else data.test,
+                    progress=_progress(args))
+    print(json.dumps({"out": str(out), "num_images": len(poisoned.data), "num_poisoned": int(poisoned.indices.numel()),
+                      "rate": args.rate, "target_rule": mark.target_rule, "target": mark.target}))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, command: str) -> int:
+    from ..attacks import list_attacks
+    from ..data import BUILTIN
+    from ..models import list_models
+
+    for title, items in (("models", list_models()), ("attacks", list_attacks()), ("data sets", BUILTIN)):
+        print(f"{title}:")
+        for k, v in items.items():
+            print(f"  {k:14s} {v}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "train": cmd_train, "evaluate": cmd_evaluate, "optimize": cmd_optimize,
+            "poison": cmd_poison, "list": cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args, _command_line(argv))
+    except SibaError as exc:
+        print(f"siba: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("siba: interrupted (run the same command again to resume where it stopped)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""``siba run``: data set → surrogate → trigger → poisoned set → victim → evaluation → report.
+
+Every stage writes its artifacts into one run folder and is skipped when they are
+already there, and victim training resumes from its last epoch, so running the same
+command again continues an interrupted run::
+
+    RUN/config.json                  the checked config and its digest
+    RUN/surrogate/                   model.safetensors, metrics.csv, summary.json
+    RUN/clean/                       the victim recipe on clean data (clean BA)
+    RUN/triggers/<attack>/           trigger.safetensors, trigger.json, trigger.png
+    RUN/victims/<attack>-r<rate>/    poison.json, model, metrics.csv, eval.json [, poisoned/ PNG tree]
+    RUN/results.json, RUN/report.md
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..attacks import Mark, load_trigger
+from ..data import DataSplits, ImageSet, load_dataset
+from ..errors import SibaError
+from ..metrics import evaluate_attack
+from ..models import create_model, load_model
+from ..poisoning import export_poisoned, poison_dataset, select_poison_indices
+from ..runtime import pick_device, read_json, setup_threads, write_json
+from ..training import accuracy, predict, train
+from .config import ModelStage, RunConfig
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def rate_tag(rate: float) -> str:
+    return f"r{rate:g}"
+
+
+class Pipeline:
+    """Runs one :class:`RunConfig` into ``out_dir``; each stage is a method."""
+
+    def __init__(self, cfg: RunConfig, out_dir: str | Path, *, progress: bool | None = None,
+                 log: Callable[[str], None] = _say, command: str | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.log = log
+        self.command = command
+        self.device = pick_device(cfg.device)
+        self.data: DataSplits | None = None
+
+    # ------------------------------------------------------------------ checks
+    def prepare(self, fresh: bool = False) -> DataSplits:
+        """Load the data and check every setting against it; only then touch the run folder."""
+        setup_threads()
+        cfg = self.cfg
+        data = load_dataset(cfg.data, cfg.image_size, progress=self.progress)
+        for name in cfg.attacks:
+            attack = cfg.attack(name)
+            attack.validate(data.image_shape, data.num_classes)
+            probe = _ProbeMark(data.num_classes, attack.target, attack.target_rule)
+            for rate in cfg.rates:
+                select_poison_indices(data.train.labels, probe, rate, cfg.seed)
+        for stage in (cfg.surrogate, cfg.victim):
+            if stage.path is not None:
+                load_model(stage.path, expect_classes=data.num_classes)
+        marker = self.out / "config.json"
+        if marker.is_file():
+            old = read_json(marker)
+            if old.get("digest") != cfg.digest():
+                if not fresh:
+                    raise SibaError(f"{self.out} holds a run of another config; pass --fresh to start it "
+                                    "again or choose another --out")
+            if fresh:
+                shutil.rmtree(self.out)
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise SibaError(f"{self.out} exists and is not a siba run folder; choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(marker, {"digest": cfg.digest(), "config": cfg.to_dict(), "command": self.command})
+        self.data = data
+        return data
+
+    # ------------------------------------------------------------------ stages
+    def _train_stage(self, stage: ModelStage, train_set: ImageSet, out: Path, label: str,
+                     callback: Callable | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+        assert self.data is not None
+        if (out / "summary.json").is_file() and (out / "model.safetensors").is_file():
+            self.log(f"[{label}] done already: {out}")
+            return load_model(out / "model.safetensors", self.device), read_json(out / "summary.json")
+        torch.manual_seed(stage.train.seed)
+        model = create_model(stage.model, self.data.num_classes, **stage.model_args)
+        self.log(f"[{label}] training {stage.model} on {len(train_set)} images for {stage.train.epochs} epochs")
+        res = train(model, train_set, self.data.test, stage.train, out_dir=out, resume=True, device=self.device,
+                    progress=self.progress, log=lambda s: self.log(f"[{label}] {s}"), epoch_callback=callback,
+                    eval_train_set=train_set)
+        return res.model, res.summary
+
+    def surrogate(self) -> tuple[torch.nn.Module | None, dict[str, Any]]:
+        cfg, data = self.cfg, self.data
+        assert data is not None
+        if not cfg.needs_surrogate():
+            return None, {}
+        if cfg.surrogate.path is not None:
+            model = load_model(cfg.surrogate.path, self.device, expect_classes=data.num_classes)
+            return model, {"path": cfg.surrogate.path, "test_acc": accuracy(model, data.test)}
+        train_set = data.train.fraction(cfg.surrogate.fraction, cfg.seed)
+        return self._train_stage(cfg.surrogate, train_set, self.out / "surrogate", "surrogate")
+
+    def clean(self) -> dict[str, Any]:
+        cfg, data = self.cfg, self.data
+        assert data is not None
+        if not cfg.clean_baseline:
+            return {}
+        same = (cfg.surrogate.model == cfg.victim.model and cfg.surrogate.model_args == cfg.victim.model_args
+                and cfg.surrogate.train == cfg.victim.train and cfg.surrogate.fraction == 1
+                and cfg.surrogate.path is None and cfg.needs_surrogate())
+        if same:  # the surrogate *is* a clean victim: same model, recipe and data
+            return read_json(self.out / "surrogate" / "summary.json")
+        _, summary = self._train_stage(cfg.victim, data.train, self.out / "clean", "clean")
+        return summary
+
+    def trigger(self, name: str, surrogate: torch.nn.Module | None) -> Mark:
+        data = self.data
+        assert data is not None
+        folder = self.out / "triggers" / name
+        path = folder / "trigger.safetensors"
+        if path.is_file():
+            self.log(f"[{name}] trigger done already: {path}")
+            return load_trigger(path)
+        attack = self.cfg.attack(name)
+        self.log(f"[{name}] making the trigger")
+        t0 = time.perf_counter()
+        mark = attack.generate(data.train, surrogate, device=self.device, progress=self.progress,
+                               log=lambda s: self.log(f"[{name}] {s}"))
+        mark.meta["wall_s"] = round(time.perf_counter() - t0, 2)
+        mark.save(path)
+        mark.render(folder / "trigger.png", data.test.images[:4])
+        return mark
+
+    def victim(self, name: str, mark: Mark, rate: float, clean_ba: float | None) -> dict[str, Any]:
+        cfg, data = self.cfg, self.data
+        assert data is not None
+        out = self.out / "victims" / f"{name}-{rate_tag(rate)}"
+        if (out / "eval.json").is_file():
+            self.log(f"[{name} @ {rate:g}] done already: {out}")
+            return read_json(out / "eval.json")
+        poisoned = poison_dataset(data.train, mark, rate, seed=cfg.seed, device=self.device)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "poison.json", poisoned.manifest())
+        if cfg.export and not (out / "poisoned").exists():
+            export_poisoned(poisoned, out / "poisoned", trigger_file=self.out / "triggers" / name / "trigger",
+                            test_set=data.test, progress=self.progress)
+        callback = None
+        if cfg.track_asr:
+            def callback(model: torch.nn.Module, epoch: int) -> dict[str, float]:
+                return {"asr": evaluate_attack(model, data.test, mark, device=self.device)["asr"]}
+        model, summary = self._train_stage(cfg.victim, poisoned.data, out, f"{name} @ {rate:g}", callback)
+        ev = evaluate_attack(model, data.test, mark, device=self.device)
+        pred = predict(model, poisoned.data.images[poisoned.indices])
+        fit_poison = (pred.cpu() == poisoned.data.labels[poisoned.indices]).float().mean().item()
+        row = {"attack": name, "rate": rate, **ev, "clean_ba": clean_ba,
+               "train_acc": summary.get("train_acc_clean"), "poison_fit": fit_poison,
+               "num_poisoned": int(poisoned.indices.numel()), "epochs": cfg.victim.train.epochs,
+               "victim": cfg.victim.model, "wall_s": summary.get("wall_s"),
+               "trigger_wall_s": mark.meta.get("wall_s"), "command": self.command}
+        write_json(out / "eval.json", row)
+        self.log(f"[{name} @ {rate:g}] BA {ev['ba']:.4f}  ASR {ev['asr']:.4f}  (8-bit {ev['asr_quantized']:.4f})  "
+                 f"train acc {row['train_acc']:.4f}  poisons fit {fit_poison:.4f}")
+        return row
+
+    # ------------------------------------------------------------------ all
+    def run(self, fresh: bool = False) -> dict[str, Any]:
+        from ..report.markdown import write_report
+
+        t0 = time.perf_counter()
+        data = self.prepare(fresh)
+        surrogate, sur_summary = self.surrogate()
+        clean = self.clean()
+        clean_ba = clean.get("test_acc")
+        marks = {name: self.trigger(name, surrogate) for name in self.cfg.attacks}
+        rows = [self.victim(name, marks[name], rate, clean_ba) for rate in self.cfg.rates for name in self.cfg.attacks]
+        results = {"name": self.cfg.name, "data": self.cfg.data, "train_images": len(data.train),
+                   "test_images": len(data.test), "surrogate": _brief(sur_summary), "clean": _brief(clean),
+                   "results": rows, "wall_s": round(time.perf_counter() - t0, 1), "command": self.command}
+        write_json(self.out / "results.json", results)
+        write_report(self.out, self.cfg, results, marks)
+        self.log(f"report: {self.out / 'report.md'}")
+        return results
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("test_acc", "train_acc_clean", "train_acc", "wall_s", "epochs", "path", "precision", "device")
+    return {k: summary[k] for k in keys if k in summary}
+
+
+class _ProbeMark(Mark):
+    """A stand-in trigger for checking rates before the real trigger exists."""
+
+    kind = ""
+
+    def __init__(self, num_classes: int, target: int, rule: str) -> None:
+        super().__init__(num_classes=num_classes, target=target, target_rule=rule)
+
+
+def run_config(cfg: RunConfig, out_dir: str | Path, *, fresh: bool = False, progress: bool | None = None,
+               command: str | None = None) -> dict[str, Any]:
+    return Pipeline(cfg, out_dir, progress=progress, command=command).run(fresh)

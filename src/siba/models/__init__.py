@@ -1,0 +1,159 @@
+"""Models, created by name from a registry, saved as safetensors with their spec.
+
+>>> from siba.models import create_model
+>>> net = create_model("resnet18", num_classes=10)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import SibaError
+from ..runtime import load_tensors, save_tensors
+from .base import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
+from .fastnet import FastNet
+from .resnet import ResNet, resnet18, resnet34
+from .vgg import VGG, vgg16, vgg19
+
+MODELS: dict[str, tuple[Callable[..., ImageClassifier], str]] = {}
+
+
+def register_model(name: str, description: str = "") -> Callable:
+    """Decorator (or call) that adds a model constructor ``f(num_classes, **kw)`` to the registry."""
+
+    def deco(fn: Callable[..., ImageClassifier]) -> Callable[..., ImageClassifier]:
+        MODELS[name] = (fn, description or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return deco
+
+
+register_model("resnet18", "ResNet-18, CIFAR 3×3 stem (stem='imagenet' for 7×7 + max-pool)")(resnet18)
+register_model("resnet34", "ResNet-34, CIFAR 3×3 stem (stem='imagenet' for 7×7 + max-pool)")(resnet34)
+register_model("vgg16", "VGG-16 with batch norm, CIFAR head (head='imagenet' for torchvision's)")(vgg16)
+register_model("vgg19", "VGG-19 with batch norm, CIFAR head (head='imagenet' for torchvision's)")(vgg19)
+register_model("fastnet", "small airbench-style CNN for fast CPU runs (widths=(stem, w1, w2, w3))")(
+    lambda num_classes=10, **kw: FastNet(num_classes, **kw))
+
+
+def list_models() -> dict[str, str]:
+    """Registered model names and one-line descriptions."""
+    return {k: v[1] for k, v in sorted(MODELS.items())}
+
+
+def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> ImageClassifier:
+    """Create a registered model; its spec (name, classes, kwargs) is kept for saving."""
+    if name not in MODELS:
+        raise SibaError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise SibaError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
+    fn = MODELS[name][0]
+    try:
+        model = fn(num_classes, **kwargs)
+    except TypeError as exc:
+        raise SibaError(f"bad options for model {name!r}: {exc}") from None
+    model.siba_spec = {"arch": name, "num_classes": num_classes, "kwargs": _jsonable(kwargs)}  # type: ignore[attr-defined]
+    return model
+
+
+def _jsonable(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    spec = getattr(model, "siba_spec", None)
+    if spec is None:
+        raise SibaError("this model was not made by siba.models.create_model; its architecture is unknown")
+    return dict(spec)
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, **metadata: Any) -> None:
+    """Save weights (safetensors) with the architecture spec and ``metadata`` (JSON)."""
+    state = {k: v for k, v in model.state_dict().items()}
+    save_tensors(path, state, {"siba_model": model_spec(model), **metadata})
+
+
+def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise SibaError(f"model file not found: {path}")
+    import json
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as exc:
+        raise SibaError(f"{path} is not a readable safetensors file: {exc}") from None
+    return {k: json.loads(v) for k, v in meta.items()}
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", *,
+               expect_arch: str | None = None, expect_classes: int | None = None) -> ImageClassifier:
+    """Rebuild a model saved by :func:`save_model` and load its weights."""
+    tensors, meta = load_tensors(path)
+    spec = meta.get("siba_model")
+    if not isinstance(spec, dict) or "arch" not in spec:
+        raise SibaError(f"{path} is not a siba model checkpoint (no architecture recorded)")
+    if expect_arch is not None and spec["arch"] != expect_arch:
+        raise SibaError(f"{path} holds a {spec['arch']} model, not {expect_arch}")
+    if expect_classes is not None and spec["num_classes"] != expect_classes:
+        raise SibaError(f"{path} is a model for {spec['num_classes']} classes, but the data has {expect_classes}")
+    model = create_model(spec["arch"], spec["num_classes"], **spec.get("kwargs", {}))
+    load_state(model, tensors, str(path))
+    return model.to(device)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str = "checkpoint", *,
+               strict: bool = True) -> None:
+    """Load ``state`` into ``model`` with a one-line error on any mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong or (strict and (missing or unexpected)):
+        detail = (f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}"
+                  if wrong else f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}")
+        raise SibaError(f"{where} does not fit this {type(model).__name__}: {detail}")
+    model.load_state_dict(state, strict=strict)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, *, skip_classifier: bool = False) -> list[str]:
+    """Load foreign weights (a torchvision ``.pth`` or a safetensors file) into ``model``.
+
+    ``.pth``/``.pt`` files load with ``torch.load(weights_only=True)``: no code runs.
+    Keys whose shape does not fit (the CIFAR stem, a classifier for another number of
+    classes) are skipped and returned when ``skip_classifier`` is true, else an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SibaError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        state, _ = load_tensors(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise SibaError(f"cannot read {path} as a weights-only checkpoint: {exc}") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+    own = model.state_dict()
+    skipped = [k for k, v in state.items() if k not in own or tuple(v.shape) != tuple(own[k].shape)]
+    if skipped and not skip_classifier:
+        raise SibaError(f"{path} does not fit this model: {skipped[:3]} differ; pass skip_classifier=True "
+                        "to load only the layers that fit")
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    return skipped
+
+
+__all__ = [
+    "CIFAR10_MEAN", "CIFAR10_STD", "FastNet", "IMAGENET_MEAN", "IMAGENET_STD", "ImageClassifier", "MODELS",
+    "ResNet", "VGG", "create_model", "list_models", "load_model", "load_state", "load_weights", "model_spec",
+    "read_model_metadata", "register_model", "save_model",
+]

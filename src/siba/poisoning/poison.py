@@ -1,0 +1,191 @@
+"""Poison a training set with a trigger, and export it as real image files.
+
+``poison_dataset`` picks ``⌊ρ·N⌋`` samples (seeded; all-to-one: none of the target class),
+attaches the trigger as an 8-bit image carries it, and relabels them. The result is an
+ordinary :class:`ImageSet` for any trainer. ``export_poisoned`` writes it as an
+image-folder tree of lossless PNGs with a ``manifest.json``, so that any other training
+pipeline can train on it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..attacks.trigger import Mark, trigger_paths
+from ..data.dataset import ImageSet
+from ..errors import SibaError
+from ..runtime import file_sha256, read_json, write_json
+
+MANIFEST_FORMAT = "siba-poisoned-set/1"
+
+
+@dataclass
+class PoisonedSet:
+    """A poisoned training set and the record of what was poisoned."""
+
+    data: ImageSet
+    indices: torch.Tensor  # poisoned sample indices, ascending
+    original_labels: torch.Tensor
+    rate: float
+    seed: int
+    mark: Mark
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "source": self.data.name,
+            "classes": self.data.classes,
+            "num_images": len(self.data),
+            "rate": self.rate,
+            "seed": self.seed,
+            "target_rule": self.mark.target_rule,
+            "target": self.mark.target if self.mark.target_rule == "all-to-one" else None,
+            "attack": self.mark.meta.get("attack"),
+            "num_poisoned": int(self.indices.numel()),
+            "poisoned_indices": self.indices.tolist(),
+            "original_labels": self.original_labels.tolist(),
+        }
+
+
+def check_rate(rate: float) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+        raise SibaError(f"poisoning rate must be in (0, 1), got {rate!r}")
+    return float(rate)
+
+
+def poison_count(n: int, rate: float) -> int:
+    """``⌊ρ·N⌋``, computed so that 0.01·50000 is 500, not 499."""
+    return int(math.floor(rate * n + 1e-9))
+
+
+def select_poison_indices(labels: torch.Tensor, mark: Mark, rate: float, seed: int) -> torch.Tensor:
+    """``⌊ρ·N⌋`` seeded indices among the eligible samples (all-to-one: not of the target)."""
+    rate = check_rate(rate)
+    n = poison_count(len(labels), rate)
+    eligible = torch.nonzero(mark.attack_mask(labels)).flatten()
+    if n == 0:
+        raise SibaError(f"rate {rate:g} of {len(labels)} images poisons no sample; raise the rate")
+    if n > len(eligible):
+        raise SibaError(f"rate {rate:g} asks for {n} poisoned samples but only {len(eligible)} are eligible")
+    g = torch.Generator().manual_seed(seed)
+    return eligible[torch.randperm(len(eligible), generator=g)[:n]].sort().values
+
+
+@torch.no_grad()
+def poison_dataset(train_set: ImageSet, mark: Mark, rate: float, *, seed: int = 0,
+                   device: torch.device | str = "cpu", batch_size: int = 4096) -> PoisonedSet:
+    """Attach ``mark`` to ``⌊rate·N⌋`` samples and relabel them; returns a new set."""
+    mark.check_fits(train_set.image_shape, train_set.num_classes)
+    idx = select_poison_indices(train_set.labels, mark, rate, seed)
+    images = train_set.images.clone()
+    labels = train_set.labels.clone()
+    mark = mark.to(device)
+    for i in range(0, len(idx), batch_size):
+        part = idx[i:i + batch_size]
+        images[part] = mark.apply_uint8(images[part].to(device)).cpu()
+    original = labels[idx].clone()
+    labels[idx] = mark.targets(original.to(device)).cpu()
+    data = ImageSet(images, labels, list(train_set.classes), f"{train_set.name}-poisoned", train_set.ids)
+    return PoisonedSet(data, idx, original, rate, seed, mark.to("cpu"))
+
+
+def _write_png(path: Path, chw: torch.Tensor) -> None:
+    from PIL import Image
+
+    arr = chw.permute(1, 2, 0).numpy()
+    Image.fromarray(arr if arr.shape[2] != 1 else arr[:, :, 0]).save(path, format="PNG", compress_level=1)
+
+
+def export_image_set(data: ImageSet, out_dir: str | os.PathLike, progress: bool | None = None) -> list[str]:
+    """Write ``<class>/<index>.png`` for every image; returns the relative file names."""
+    out = Path(out_dir)
+    for c in data.classes:
+        (out / c).mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(len(data) - 1)))
+    names = []
+    rng = range(len(data))
+    if progress or (progress is None and sys.stderr.isatty()):
+        from tqdm import tqdm
+
+        rng = tqdm(rng, desc=f"writing {out.name}", unit="img", leave=False)
+    for i in rng:
+        rel = f"{data.classes[int(data.labels[i])]}/{i:0{width}d}.png"
+        _write_png(out / rel, data.images[i])
+        names.append(rel)
+    return names
+
+
+def export_poisoned(poisoned: PoisonedSet, out_dir: str | os.PathLike, *, trigger_file: str | os.PathLike | None = None,
+                    test_set: ImageSet | None = None, progress: bool | None = None) -> Path:
+    """Export the poisoned training set as ``train/<class>/<index>.png`` plus ``manifest.json``.
+
+    The trigger is copied beside it (``trigger.safetensors`` / ``.json``) and named in the
+    manifest with its SHA-256. With ``test_set``, a clean ``test/`` tree is written too, so the
+    folder is a complete data set for ``siba train --data``. The folder is built under a
+    temporary name and renamed at the end: an interrupted export leaves nothing half-written.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise SibaError(f"{out} exists and is not empty; choose another output folder")
+    tmp = out.with_name(f".{out.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        files = export_image_set(poisoned.data, tmp / "train", progress)
+        if test_set is not None:
+            export_image_set(test_set, tmp / "test", progress)
+        st, js = trigger_paths(tmp / "trigger")
+        if trigger_file is not None:
+            src_st, src_js = trigger_paths(trigger_file)
+            shutil.copyfile(src_st, st)
+            if src_js.exists():
+                shutil.copyfile(src_js, js)
+        else:
+            poisoned.mark.save(tmp / "trigger")
+        manifest = poisoned.manifest()
+        manifest.update({"files": "train/<class>/<index>.png: <index> is the sample's position in the source set",
+                         "poisoned_files": [files[i] for i in poisoned.indices.tolist()],
+                         "trigger": {"file": st.name, "sha256": file_sha256(st), "description": js.name},
+                         "test": "test/<class>/<index>.png (clean)" if test_set is not None else None})
+        write_json(tmp / "manifest.json", manifest)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    path = Path(folder) / "manifest.json"
+    manifest = read_json(path)
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise SibaError(f"{path} is not a siba poisoned-set manifest")
+    return manifest
+
+
+def index_of(file_id: str) -> int:
+    """The sample index encoded in an exported file name ``<class>/<index>.png``."""
+    return int(Path(file_id).stem)
+
+
+def load_exported(folder: str | os.PathLike) -> ImageSet:
+    """Read an exported poisoned training set back, in the source set's order."""
+    from ..data.folder import load_image_folder
+
+    folder = Path(folder)
+    read_manifest(folder)
+    data = load_image_folder(folder / "train", cache=False)
+    order = torch.tensor(np.argsort([index_of(i) for i in data.ids or []], kind="stable"))
+    return data.subset(order, name=folder.name)

@@ -1,0 +1,82 @@
+"""``report.md`` of a run: the settings, the metrics table, curves and trigger images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..runtime import atomic_path
+from .plot import line_chart
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..attacks.trigger import Mark
+    from ..experiments.config import RunConfig
+
+
+def pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * float(v):.2f}"
+
+
+def num(v: Any, fmt: str = ".3f") -> str:
+    return "–" if v is None else format(float(v), fmt)
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| attack | rate | BA % | ASR % | ASR 8-bit % | train acc % | poisons fit % | L0 | L∞ | SSIM | PSNR dB |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in rows:
+        lines.append(f"| {r['attack']} | {100 * r['rate']:g}% | {pct(r.get('ba'))} | **{pct(r.get('asr'))}** | "
+                     f"{pct(r.get('asr_quantized'))} | {pct(r.get('train_acc'))} | {pct(r.get('poison_fit'))} | "
+                     f"{num(r.get('l0'), '.1f')} | {num(r.get('linf'), '.4f')} | {num(r.get('ssim'), '.4f')} | "
+                     f"{num(r.get('psnr'), '.1f')} |")
+    return "\n".join(lines)
+
+
+def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, Any], marks: dict[str, "Mark"]) -> Path:
+    out = Path(out)
+    rows = results["results"]
+    lines = [f"# siba run: {cfg.name}", ""]
+    if cfg.description:
+        lines += [cfg.description.strip(), ""]
+    sur, clean = results.get("surrogate") or {}, results.get("clean") or {}
+    lines += [
+        "## Settings", "",
+        f"- data: `{cfg.data}` ({results['train_images']} training / {results['test_images']} test images); "
+        f"target rule: {'all-to-all' if cfg.all_to_all else f'all-to-one, target class {cfg.target}'}; seed {cfg.seed}",
+        f"- surrogate: `{cfg.surrogate.model}` {cfg.surrogate.model_args or ''}, {cfg.surrogate.train.epochs} epochs"
+        + (f", test accuracy {pct(sur.get('test_acc'))}%" if sur.get("test_acc") is not None else ""),
+        f"- victim: `{cfg.victim.model}` {cfg.victim.model_args or ''}, {cfg.victim.train.epochs} epochs, "
+        f"{cfg.victim.train.schedule} schedule, lr {cfg.victim.train.lr:g}, batch {cfg.victim.train.batch_size}, "
+        f"augmentation: crop pad {cfg.victim.train.crop_pad}, flip {cfg.victim.train.flip}",
+        f"- clean victim (no attack): BA {pct(clean.get('test_acc'))}%" if clean else "- clean victim: not trained",
+        f"- total time: {results.get('wall_s', 0):.0f} s", "",
+        "## Results", "",
+        "BA: accuracy on the clean test set. ASR: share of attacked test images classified as the target "
+        "(float trigger; '8-bit': as a released PNG carries it). Train acc: accuracy on the poisoned training set "
+        "without augmentation; poisons fit: share of poisoned training images the victim labels as their target. "
+        "L0 (changed pixels), L∞, SSIM and PSNR: clean vs poisoned test images.", "",
+        results_table(rows), "",
+    ]
+    if len(cfg.rates) > 1:
+        series = {a: [(100 * r["rate"], 100 * r["asr"]) for r in rows if r["attack"] == a] for a in cfg.attacks}
+        line_chart(out / "asr_vs_rate.png", series, title="ASR against poisoning rate", xlabel="poisoning rate (%)",
+                   ylabel="ASR (%)", ylim=(0, 100))
+        lines += ["![ASR against the poisoning rate](asr_vs_rate.png)", ""]
+    lines += ["## Triggers", "",
+              "Each image: the trigger (grey = no change, scaled to its largest change), then clean, poisoned "
+              "(8-bit) and the amplified difference for test images.", ""]
+    for name, mark in marks.items():
+        desc = mark.describe()
+        budget = f"k = {desc['k']}, ε = {desc['eps']:.4f} ({255 * desc['eps']:.1f}/255)" if "k" in desc else ""
+        lines += [f"### {name}", "", budget, "", f"![{name} trigger](triggers/{name}/trigger.png)", ""]
+    lines += ["## Files", "",
+              "`results.json` (every number above), `triggers/<attack>/trigger.safetensors` (+ `.json`), "
+              "`victims/<attack>-r<rate>/` (model, `metrics.csv`, `eval.json`, `poison.json`).", ""]
+    if results.get("command"):
+        lines += ["Produced by:", "", f"    {results['command']}", ""]
+    path = out / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,5 @@
+"""The one trainer that serves surrogates, victims and defenses."""
+
+from .trainer import TrainConfig, TrainResult, accuracy, predict, train
+
+__all__ = ["TrainConfig", "TrainResult", "accuracy", "predict", "train"]

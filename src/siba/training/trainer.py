@@ -1,0 +1,316 @@
+"""One training loop for every model siba trains: surrogates, victims and defenses.
+
+SGD (momentum, Nesterov, weight decay) with the paper's step schedule or a one-cycle
+schedule; data held on the device as uint8 and augmented per batch there; bf16 autocast
+and ``channels_last`` where they are fast; a CSV row and an atomic checkpoint after every
+epoch; ``resume=True`` continues an interrupted run and ends where an uninterrupted run
+with the same seed ends (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..data.dataset import ImageSet
+from ..data.loader import DeviceLoader
+from ..errors import SibaError
+from ..models import load_state, model_spec, save_model
+from ..runtime import (atomic_path, autocast, load_tensors, pick_device, resolve_precision, save_tensors,
+                       setup_threads, write_json)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (defaults: the paper's CIFAR-10 recipe, 100 epochs)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "step"  # step | onecycle | constant
+    milestones: list[int] | None = None  # step: epochs where lr is divided by 1/gamma; default 60% and 90%
+    gamma: float = 0.1
+    warmup: float = 0.2  # onecycle: share of the steps spent rising to lr
+    label_smoothing: float = 0.0
+    crop_pad: int = 4
+    flip: bool = True
+    precision: str = "auto"  # auto | bf16 | fp32
+    channels_last: bool = True
+    seed: int = 0
+    eval_every: int = 1  # evaluate on the test set every N epochs (0: only at the end)
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise SibaError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+        if self.batch_size < 1:
+            raise SibaError(f"batch size must be positive, got {self.batch_size}")
+        if not self.lr > 0:
+            raise SibaError(f"learning rate must be positive, got {self.lr}")
+        if self.schedule not in ("step", "onecycle", "constant"):
+            raise SibaError(f"unknown schedule {self.schedule!r} (use step, onecycle or constant)")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise SibaError(f"unknown precision {self.precision!r} (use auto, bf16 or fp32)")
+        if not 0 <= self.label_smoothing < 1:
+            raise SibaError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.crop_pad < 0:
+            raise SibaError(f"crop padding must be ≥ 0, got {self.crop_pad}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SibaError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def resolved_milestones(self) -> list[int]:
+        if self.milestones is not None:
+            return sorted(int(m) for m in self.milestones)
+        return [int(round(self.epochs * 0.6)), int(round(self.epochs * 0.9))]
+
+    def lr_at(self, step: int, steps_per_epoch: int) -> float:
+        """Learning rate for global step ``step`` (a pure function: resuming needs no state)."""
+        total = max(1, self.epochs * steps_per_epoch)
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "step":
+            epoch = step // max(1, steps_per_epoch)
+            return self.lr * self.gamma ** sum(epoch >= m for m in self.resolved_milestones())
+        # one-cycle: linear rise from lr/10 to lr, then linear decay to 0
+        peak = max(1, int(self.warmup * total))
+        if step < peak:
+            return self.lr * (0.1 + 0.9 * step / peak)
+        return self.lr * max(0.0, (total - step) / max(1, total - peak))
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, device: torch.device | str | None = None,
+            batch_size: int = 1024, precision: str = "auto", transform: Callable | None = None,
+            channels_last: bool = True) -> torch.Tensor:
+    """Predicted labels for uint8 or float images (``transform`` maps a float batch first)."""
+    device = pick_device(device) if device is not None else next(model.parameters()).device
+    prec = resolve_precision(precision, device)
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i:i + batch_size].to(device, non_blocking=True)
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+        if transform is not None:
+            x = transform(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, prec):
+            out.append(model(x).argmax(1))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=device)
+
+
+def accuracy(model: nn.Module, data: ImageSet, **kw: Any) -> float:
+    """Top-1 accuracy of ``model`` on ``data`` (a fraction in [0, 1])."""
+    if len(data) == 0:
+        return float("nan")
+    pred = predict(model, data.images, **kw)
+    return (pred.cpu() == data.labels).float().mean().item()
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[f"opt.momentum.{i}"] = buf
+    # The whole state rides in the safetensors metadata, so the checkpoint is one atomic file;
+    # the JSON beside it is a readable copy.
+    save_tensors(path.with_suffix(".safetensors"), tensors, {"state": state})
+    write_json(path.with_suffix(".json"), state)
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    tensors, meta = load_tensors(path.with_suffix(".safetensors"))
+    state = meta.get("state")
+    if not isinstance(state, dict):
+        raise SibaError(f"{path.with_suffix('.safetensors')} is not a siba training checkpoint")
+    spec = model_spec(model)
+    if state.get("model") != spec:
+        raise SibaError(f"the checkpoint in {path.parent} is of another model "
+                        f"({state.get('model', {}).get('arch')}), not {spec['arch']}; use another --out")
+    load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, str(path))
+    params = opt.param_groups[0]["params"]
+    for i, p in enumerate(params):
+        buf = tensors.get(f"opt.momentum.{i}")
+        if buf is not None:
+            opt.state[p]["momentum_buffer"] = buf.to(p.device, p.dtype).clone()
+    return state
+
+
+def _write_csv(path: Path, history: list[dict[str, float]]) -> None:
+    if not history:
+        return
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def train(
+    model: nn.Module,
+    train_set: ImageSet,
+    test_set: ImageSet | None = None,
+    config: TrainConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = "auto",
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    epoch_callback: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    eval_train_set: ImageSet | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_set``; evaluate on ``test_set`` as the config says.
+
+    With ``out_dir``: ``metrics.csv`` (a row per epoch), ``checkpoint.safetensors`` +
+    ``checkpoint.json`` after each epoch, and at the end ``model.safetensors`` and
+    ``summary.json``. ``resume=True`` continues from the checkpoint in ``out_dir``.
+    ``epoch_callback(model, epoch)`` may return extra metrics for the epoch's row (an
+    attack's ASR, say). ``eval_train_set`` is evaluated (without augmentation) at the end
+    to report how well the model fits its training data.
+    """
+    cfg = config or TrainConfig()
+    cfg.validate()
+    if len(train_set) == 0:
+        raise SibaError("the training set is empty")
+    spec = model_spec(model)
+    if spec["num_classes"] != train_set.num_classes:
+        raise SibaError(f"the model has {spec['num_classes']} outputs but the data has {train_set.num_classes} classes")
+    dev = pick_device(device)
+    setup_threads()
+    prec = resolve_precision(cfg.precision, dev)
+    say = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    out = Path(out_dir) if out_dir is not None else None
+
+    torch.manual_seed(cfg.seed)
+    model.to(dev)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = _optimizer(model, cfg)
+    history: list[dict[str, float]] = []
+    start_epoch, elapsed = 0, 0.0
+    ckpt = out / "checkpoint" if out is not None else None
+    if resume and ckpt is not None and ckpt.with_suffix(".safetensors").is_file():
+        state = _load_checkpoint(ckpt, model, opt)
+        if state.get("config", {}).get("seed") != cfg.seed or state.get("config", {}).get("batch_size") != cfg.batch_size:
+            raise SibaError(f"the checkpoint in {out} was made with another seed or batch size; use another --out")
+        start_epoch, history, elapsed = int(state["epoch"]), list(state["history"]), float(state.get("wall_s", 0.0))
+        say(f"resuming from epoch {start_epoch} of {cfg.epochs} ({out})")
+    elif out is not None and not resume and ckpt is not None and ckpt.with_suffix(".safetensors").is_file():
+        say(f"note: {out} holds a checkpoint; starting afresh (pass resume to continue it)")
+
+    loader = DeviceLoader(train_set.images.to(dev), train_set.labels.to(dev), cfg.batch_size, shuffle=True,
+                          crop_pad=cfg.crop_pad, flip=cfg.flip, drop_last=len(train_set) > cfg.batch_size,
+                          channels_last=cfg.channels_last, seed=cfg.seed)
+    steps = len(loader)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    show = sys.stderr.isatty() if progress is None else progress
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        # every epoch's randomness derives from (seed, epoch): a resumed run replays it exactly
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        loader.set_epoch(epoch)
+        model.train()
+        tot_loss = torch.zeros((), device=dev)
+        tot_correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
+        bar = None
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        for i, (x, y) in enumerate(loader):
+            lr = cfg.lr_at(epoch * steps + i, steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast(dev, prec):
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += loss.detach() * y.shape[0]
+            tot_correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+            if bar is not None:
+                bar.update()
+                if i % 10 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+        if bar is not None:
+            bar.close()
+        if not math.isfinite(tot_loss.item()):
+            raise SibaError(f"training diverged at epoch {epoch + 1} (loss is {tot_loss.item()}); lower the learning rate")
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss.item() / seen,
+                                 "train_acc": tot_correct.item() / seen}
+        last = epoch + 1 == cfg.epochs
+        if test_set is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+            row["test_acc"] = accuracy(model, test_set, precision=cfg.precision, batch_size=cfg.eval_batch_size)
+        if epoch_callback is not None:
+            row.update(epoch_callback(model, epoch + 1))
+        elapsed += time.perf_counter() - t0
+        row["wall_s"] = round(elapsed, 2)
+        history.append(row)
+        say("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        if out is not None:
+            _write_csv(out / "metrics.csv", history)
+            assert ckpt is not None
+            _save_checkpoint(ckpt, model, opt, {"epoch": epoch + 1, "history": history, "wall_s": elapsed,
+                                                "config": asdict(cfg), "model": spec})
+
+    summary: dict[str, Any] = {"model": spec, "config": asdict(cfg), "device": str(dev), "precision": prec,
+                               "epochs": cfg.epochs, "train_images": len(train_set), "wall_s": round(elapsed, 2)}
+    if history:
+        summary.update({k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "wall_s")})
+    if test_set is not None:
+        summary["test_acc"] = history[-1]["test_acc"] if history and "test_acc" in history[-1] else \
+            accuracy(model, test_set, precision=cfg.precision)
+    if eval_train_set is not None:
+        summary["train_acc_clean"] = accuracy(model, eval_train_set, precision=cfg.precision)
+    if out is not None:
+        save_model(model, out / "model.safetensors", classes=train_set.classes,
+                   image_shape=list(train_set.image_shape), test_acc=summary.get("test_acc"))
+        write_json(out / "summary.json", summary)
+    return TrainResult(model, history, summary)
