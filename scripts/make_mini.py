@@ -22,7 +22,8 @@ def subset(src: Path, dst: Path, split: str, per_class: int, seed: int) -> None:
         rng = random.Random(seed)
         with tarfile.open(dst, "w:gz", compresslevel=9) as out:
             for cls in sorted(by_class):
-                chosen = sorted(rng.sample(sorted(by_class[cls], key=lambda m: m.name), per_class), key=lambda m: m.name)
+                names = sorted(by_class[cls], key=lambda m: m.name)
+                chosen = sorted(rng.sample(names, per_class), key=lambda m: m.name)
                 for m in chosen:
                     data = tar.extractfile(m).read()
                     info = tarfile.TarInfo(f"{split}/{cls}/{m.name.split('/')[-1]}")

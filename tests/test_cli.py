@@ -22,7 +22,7 @@ def make_data(root: Path, classes=("ant", "bee", "cow"), train: int = 4, test: i
             (root / split / cls).mkdir(parents=True)
             for i in range(n):
                 arr = rng.integers(0, 120, (8, 8, 3), dtype=np.uint8)
-                arr[..., ci] += 120  # a learnable colour cue
+                arr[..., ci % 3] += 120  # a learnable colour cue
                 Image.fromarray(arr).save(root / split / cls / f"{i}.png")
     return root
 

@@ -170,7 +170,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise SibaError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, Any] | None = None) -> None:
     """Write tensors to a safetensors file atomically; ``metadata`` is stored as JSON strings."""
     from safetensors.torch import save_file
 

@@ -12,7 +12,7 @@ and ``|δ| ≤ ε``:
 
 from __future__ import annotations
 
-from fractions import Fraction
+import math
 from typing import Any, Callable
 
 import torch
@@ -29,12 +29,18 @@ def parse_number(value: Any, what: str) -> float:
     """A float from a number or a string such as ``"8/255"``."""
     if isinstance(value, bool):
         raise SibaError(f"{what} must be a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
-        return float(Fraction(str(value).strip()))
+        if isinstance(value, (int, float)):
+            out = float(value)
+        else:
+            text = str(value).strip()
+            num, _, den = text.partition("/")
+            out = float(num) / float(den) if den else float(text)
     except (ValueError, ZeroDivisionError):
-        raise SibaError(f"{what} must be a number such as 0.03 or 8/255, got {value!r}") from None
+        out = math.nan
+    if not math.isfinite(out):
+        raise SibaError(f"{what} must be a number such as 0.03 or 8/255, got {value!r}")
+    return out
 
 
 def _check_eps(eps: Any) -> float:

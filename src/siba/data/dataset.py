@@ -51,7 +51,8 @@ class ImageSet:
         ids = [self.ids[i] for i in index.tolist()] if self.ids is not None else None
         return ImageSet(self.images[index], self.labels[index], list(self.classes), name or self.name, ids)
 
-    def float_images(self, index: torch.Tensor | slice | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    def float_images(self, index: torch.Tensor | slice | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
         """Images (or a slice of them) as float ``[0,1]`` on ``device``."""
         x = self.images if index is None else self.images[index]
         return x.to(device, non_blocking=True).float().div_(255)

@@ -158,7 +158,7 @@ class Pipeline:
         callback = None
         if cfg.track_asr:
             def callback(model: torch.nn.Module, epoch: int) -> dict[str, float]:
-                return {"asr": evaluate_attack(model, data.test, mark, device=self.device)["asr"]}
+                return {"asr": evaluate_attack(model, data.test, mark, device=self.device, full=False)["asr"]}
         model, summary = self._train_stage(cfg.victim, poisoned.data, out, f"{name} @ {rate:g}", callback)
         ev = evaluate_attack(model, data.test, mark, device=self.device)
         pred = predict(model, poisoned.data.images[poisoned.indices])

@@ -234,7 +234,8 @@ def train(
     ckpt = out / "checkpoint" if out is not None else None
     if resume and ckpt is not None and ckpt.with_suffix(".safetensors").is_file():
         state = _load_checkpoint(ckpt, model, opt)
-        if state.get("config", {}).get("seed") != cfg.seed or state.get("config", {}).get("batch_size") != cfg.batch_size:
+        old_cfg = state.get("config", {})
+        if old_cfg.get("seed") != cfg.seed or old_cfg.get("batch_size") != cfg.batch_size:
             raise SibaError(f"the checkpoint in {out} was made with another seed or batch size; use another --out")
         start_epoch, history, elapsed = int(state["epoch"]), list(state["history"]), float(state.get("wall_s", 0.0))
         say(f"resuming from epoch {start_epoch} of {cfg.epochs} ({out})")
@@ -282,7 +283,8 @@ def train(
         if bar is not None:
             bar.close()
         if not math.isfinite(tot_loss.item()):
-            raise SibaError(f"training diverged at epoch {epoch + 1} (loss is {tot_loss.item()}); lower the learning rate")
+            raise SibaError(f"training diverged at epoch {epoch + 1} (loss is {tot_loss.item()}); "
+                            "lower the learning rate")
         row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss.item() / seen,
                                  "train_acc": tot_correct.item() / seen}
         last = epoch + 1 == cfg.epochs

@@ -1,0 +1,122 @@
+"""`siba run`: config checks, every stage on the shipped subset, resuming, the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from siba.cli.main import main
+from siba.errors import SibaError
+from siba.experiments import load_config, parse_config
+
+from .test_cli import expect_user_error
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+def smoke_config(**changes) -> dict:
+    raw = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    raw.update(changes)
+    return raw
+
+
+def write_config(tmp_path: Path, raw: dict, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_every_shipped_config_parses():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.attacks and cfg.rates, path
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"bogus": 1}, "unknown key(s) bogus"),
+    ({"rates": [0.0]}, "in (0, 1)"),
+    ({"rates": [1.5]}, "in (0, 1)"),
+    ({"attacks": {"siba": {"k": 0}}}, "k must be"),
+    ({"attacks": {"siba": {"eps": 2}}}, "eps must be in (0, 1]"),
+    ({"attacks": {"nope": {}}}, "unknown attack 'nope'"),
+    ({"attacks": {}}, "'attacks' must map"),
+    ({"victim": {"model": "nope"}}, "unknown model 'nope'"),
+    ({"victim": {"train": {"epochs": -1}}}, "epochs must be"),
+    ({"victim": {"train": {"lr_typo": 1}}}, "unknown training option(s) lr_typo"),
+    ({"target": -1}, "target must be"),
+])
+def test_config_errors(change, needle):
+    with pytest.raises(SibaError) as exc:
+        parse_config(smoke_config(**change), "cfg.yaml")
+    assert needle in str(exc.value)
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"target": 10}, "target class 10 is not among the 10 classes"),
+    ({"attacks": {"siba": {"k": 2000}}}, "more than the 32×32=1024 pixels"),
+    ({"rates": [0.0001]}, "poisons no sample"),
+    ({"data": "no/such/data"}, "unknown data set"),
+])
+def test_run_bad_input_writes_nothing(tmp_path, capsys, change, needle):
+    cfg = write_config(tmp_path, smoke_config(**change))
+    out = tmp_path / "run"
+    expect_user_error(capsys, ["run", str(cfg), "--out", str(out), "--quiet"], needle)
+    assert not out.exists()
+
+
+def test_run_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x.txt").write_text("x")
+    expect_user_error(capsys, ["run", str(CONFIGS / "smoke.yaml"), "--out", str(tmp_path / "busy"), "--quiet"],
+                      "not a siba run folder")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    rc = main(["run", str(CONFIGS / "smoke.yaml"), "--out", str(out), "--quiet", "--device", "cpu"])
+    assert rc == 0
+    return out
+
+
+def test_smoke_run_writes_every_artifact(smoke_run):
+    out = smoke_run
+    for rel in ("config.json", "surrogate/model.safetensors", "surrogate/metrics.csv", "triggers/siba/trigger.png",
+                "triggers/siba/trigger.safetensors", "triggers/badnets/trigger.json", "victims/siba-r0.05/eval.json",
+                "victims/siba-r0.05/poison.json", "victims/badnets-r0.05/model.safetensors", "results.json",
+                "report.md"):
+        assert (out / rel).is_file(), rel
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["attack"]: r for r in results["results"]}
+    assert set(rows) == {"siba", "badnets"}
+    for r in rows.values():
+        assert {"attack", "rate", "ba", "asr", "clean_ba", "train_acc", "l0", "linf", "ssim", "psnr", "wall_s",
+                "command"} <= set(r)
+        assert 0 <= r["ba"] <= 1 and 0 <= r["asr"] <= 1 and r["rate"] == 0.05
+    assert rows["siba"]["l0_max"] <= 100 and rows["siba"]["linf"] <= 8 / 255 + 1e-6
+    assert rows["siba"]["l0_quantized"] <= 100 and rows["siba"]["linf_quantized"] <= 8 / 255 + 1e-6
+    poison = json.loads((out / "victims/siba-r0.05/poison.json").read_text())
+    assert poison["num_poisoned"] == 250 and len(poison["poisoned_indices"]) == 250
+    report = (out / "report.md").read_text()
+    assert "| siba | 5% |" in report and "triggers/siba/trigger.png" in report
+
+
+def test_second_run_resumes_and_redoes_only_what_is_missing(smoke_run, capsys):
+    shutil.rmtree(smoke_run / "victims" / "badnets-r0.05")
+    before = (smoke_run / "victims/siba-r0.05/model.safetensors").read_bytes()
+    assert main(["run", str(CONFIGS / "smoke.yaml"), "--out", str(smoke_run), "--quiet", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "[surrogate] done already" in err and "[siba @ 0.05] done already" in err
+    assert "[badnets @ 0.05] training" in err
+    assert (smoke_run / "victims/badnets-r0.05/eval.json").is_file()
+    assert (smoke_run / "victims/siba-r0.05/model.safetensors").read_bytes() == before
+
+
+def test_run_folder_of_another_config(smoke_run, tmp_path, capsys):
+    cfg = write_config(tmp_path, smoke_config(seed=1))
+    expect_user_error(capsys, ["run", str(cfg), "--out", str(smoke_run), "--quiet"], "another config", "--fresh")
