@@ -117,6 +117,25 @@ def test_second_run_resumes_and_redoes_only_what_is_missing(smoke_run, capsys):
     assert (smoke_run / "victims/siba-r0.05/model.safetensors").read_bytes() == before
 
 
-def test_run_folder_of_another_config(smoke_run, tmp_path, capsys):
-    cfg = write_config(tmp_path, smoke_config(seed=1))
-    expect_user_error(capsys, ["run", str(cfg), "--out", str(smoke_run), "--quiet"], "another config", "--fresh")
+def test_changed_settings_redo_only_the_stages_they_touch(smoke_run, tmp_path, capsys):
+    raw = smoke_config()
+    raw["victim"]["train"]["lr"] = 0.1  # a new victim recipe: surrogate and triggers stay
+    raw["rates"] = [0.05, 0.1]  # and a new rate
+    cfg = write_config(tmp_path, raw)
+    trigger_before = (smoke_run / "triggers/siba/trigger.safetensors").read_bytes()
+    assert main(["run", str(cfg), "--out", str(smoke_run), "--quiet", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "[surrogate] done already" in err and "[siba] trigger done already" in err
+    assert "[siba @ 0.05] settings changed since the last run" in err
+    assert "[siba @ 0.1] training" in err
+    assert (smoke_run / "triggers/siba/trigger.safetensors").read_bytes() == trigger_before
+    stage = json.loads((smoke_run / "victims/siba-r0.05/stage.json").read_text())
+    assert stage["settings"]["victim"]["train"]["lr"] == 0.1
+    rows = json.loads((smoke_run / "results.json").read_text())["results"]
+    assert sorted((r["attack"], r["rate"]) for r in rows) == [("badnets", 0.05), ("badnets", 0.1), ("siba", 0.05),
+                                                               ("siba", 0.1)]
+    assert (smoke_run / "asr_vs_rate.png").is_file()
+    # a new seed changes everything
+    raw["seed"] = 1
+    assert main(["run", str(write_config(tmp_path, raw)), "--out", str(smoke_run), "--quiet", "--device", "cpu"]) == 0
+    assert "[surrogate] settings changed" in capsys.readouterr().err

@@ -108,11 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a whole experiment from a YAML config (resumes when run again)",
                        description="Surrogate → trigger → poisoned set → victim → evaluation → report.md, all in one "
-                                   "run folder. Running the same command again skips finished stages and resumes an "
-                                   "interrupted training. See configs/ and docs/configs.md.")
+                                   "run folder. Running again skips the stages whose settings are unchanged, resumes "
+                                   "an interrupted training, and redoes what a changed setting touches (a new rate "
+                                   "trains only new victims). See configs/ and docs/configs.md.")
     p.add_argument("config", help="YAML run config (e.g. configs/demo.yaml)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
-    p.add_argument("--fresh", action="store_true", help="delete the run folder's earlier results first")
+    p.add_argument("--fresh", action="store_true", help="delete the run folder's earlier results and start over")
     p.add_argument("--data", default=None, help="override the config's data set (a name or a path)")
     p.add_argument("--device", default=None, help="override the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

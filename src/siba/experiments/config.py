@@ -19,7 +19,6 @@ See ``docs/configs.md`` for every key.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -102,12 +101,6 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
-
-    def digest(self) -> str:
-        """A hash of everything that changes results (not the description)."""
-        d = self.to_dict()
-        d.pop("description", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse_config(raw: Any, source: str = "config") -> RunConfig:

@@ -1,10 +1,13 @@
 """``siba run``: data set → surrogate → trigger → poisoned set → victim → evaluation → report.
 
-Every stage writes its artifacts into one run folder and is skipped when they are
-already there, and victim training resumes from its last epoch, so running the same
-command again continues an interrupted run::
+Every stage writes its artifacts into one folder of the run folder, with a ``stage.json``
+holding a digest of the settings it depends on (its own and its parents'). Running again
+skips a finished stage whose settings are unchanged, resumes a training in progress, and
+redoes a stage whose settings changed (and so everything downstream of it): adding a rate
+to a config trains only the new victims; changing the victim recipe keeps the surrogate and
+the triggers::
 
-    RUN/config.json                  the checked config and its digest
+    RUN/config.json                  the checked config of the latest run
     RUN/surrogate/                   model.safetensors, metrics.csv, summary.json
     RUN/clean/                       the victim recipe on clean data (clean BA)
     RUN/triggers/<attack>/           trigger.safetensors, trigger.json, trigger.png
@@ -14,9 +17,12 @@ command again continues an interrupted run::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,8 +59,30 @@ class Pipeline:
         self.command = command
         self.device = pick_device(cfg.device)
         self.data: DataSplits | None = None
+        self.surrogate_digest: str | None = None
+        self.trigger_digests: dict[str, str] = {}
 
     # ------------------------------------------------------------------ checks
+    def _stage(self, folder: Path, settings: dict[str, Any], label: str) -> str:
+        """Make ``folder`` hold the results of ``settings`` (or nothing yet); returns their digest.
+
+        A folder left by other settings is cleared, so its stage is redone.
+        """
+        digest = _digest(settings)
+        marker = folder / "stage.json"
+        if folder.exists():
+            old = read_json(marker).get("digest") if marker.is_file() else None
+            if old == digest:
+                return digest
+            self.log(f"[{label}] settings changed since the last run: redoing it")
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        write_json(marker, {"digest": digest, "settings": settings})
+        return digest
+
+    def _data_key(self) -> dict[str, Any]:
+        return {"data": self.cfg.data, "image_size": self.cfg.image_size, "seed": self.cfg.seed}
+
     def prepare(self, fresh: bool = False) -> DataSplits:
         """Load the data and check every setting against it; only then touch the run folder."""
         setup_threads()
@@ -71,23 +99,19 @@ class Pipeline:
                 load_model(stage.path, expect_classes=data.num_classes)
         marker = self.out / "config.json"
         if marker.is_file():
-            old = read_json(marker)
-            if old.get("digest") != cfg.digest():
-                if not fresh:
-                    raise SibaError(f"{self.out} holds a run of another config; pass --fresh to start it "
-                                    "again or choose another --out")
             if fresh:
                 shutil.rmtree(self.out)
         elif self.out.exists() and any(self.out.iterdir()):
             raise SibaError(f"{self.out} exists and is not a siba run folder; choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(marker, {"digest": cfg.digest(), "config": cfg.to_dict(), "command": self.command})
+        write_json(marker, {"config": cfg.to_dict(), "command": self.command})
         self.data = data
         return data
 
     # ------------------------------------------------------------------ stages
     def _train_stage(self, stage: ModelStage, train_set: ImageSet, out: Path, label: str,
                      callback: Callable | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """Train (or resume, or reuse) the model of ``stage`` in ``out``; ``out`` is a checked stage folder."""
         assert self.data is not None
         if (out / "summary.json").is_file() and (out / "model.safetensors").is_file():
             self.log(f"[{label}] done already: {out}")
@@ -103,13 +127,20 @@ class Pipeline:
     def surrogate(self) -> tuple[torch.nn.Module | None, dict[str, Any]]:
         cfg, data = self.cfg, self.data
         assert data is not None
+        self.surrogate_digest = None
         if not cfg.needs_surrogate():
             return None, {}
         if cfg.surrogate.path is not None:
+            from ..runtime import file_sha256
+
+            self.surrogate_digest = file_sha256(cfg.surrogate.path)[:16]
             model = load_model(cfg.surrogate.path, self.device, expect_classes=data.num_classes)
             return model, {"path": cfg.surrogate.path, "test_acc": accuracy(model, data.test)}
+        out = self.out / "surrogate"
+        self.surrogate_digest = self._stage(out, {**self._data_key(), "surrogate": asdict(cfg.surrogate)},
+                                            "surrogate")
         train_set = data.train.fraction(cfg.surrogate.fraction, cfg.seed)
-        return self._train_stage(cfg.surrogate, train_set, self.out / "surrogate", "surrogate")
+        return self._train_stage(cfg.surrogate, train_set, out, "surrogate")
 
     def clean(self) -> dict[str, Any]:
         cfg, data = self.cfg, self.data
@@ -121,18 +152,23 @@ class Pipeline:
                 and cfg.surrogate.path is None and cfg.needs_surrogate())
         if same:  # the surrogate *is* a clean victim: same model, recipe and data
             return read_json(self.out / "surrogate" / "summary.json")
-        _, summary = self._train_stage(cfg.victim, data.train, self.out / "clean", "clean")
+        out = self.out / "clean"
+        self._stage(out, {**self._data_key(), "victim": asdict(cfg.victim)}, "clean")
+        _, summary = self._train_stage(cfg.victim, data.train, out, "clean")
         return summary
 
     def trigger(self, name: str, surrogate: torch.nn.Module | None) -> Mark:
         data = self.data
         assert data is not None
         folder = self.out / "triggers" / name
+        attack = self.cfg.attack(name)
+        self.trigger_digests[name] = self._stage(folder, {
+            **self._data_key(), "attack": type(attack).name, "params": attack.params(),
+            "surrogate": self.surrogate_digest if attack.needs_surrogate else None}, name)
         path = folder / "trigger.safetensors"
         if path.is_file():
             self.log(f"[{name}] trigger done already: {path}")
             return load_trigger(path)
-        attack = self.cfg.attack(name)
         self.log(f"[{name}] making the trigger")
         t0 = time.perf_counter()
         mark = attack.generate(data.train, surrogate, device=self.device, progress=self.progress,
@@ -146,11 +182,12 @@ class Pipeline:
         cfg, data = self.cfg, self.data
         assert data is not None
         out = self.out / "victims" / f"{name}-{rate_tag(rate)}"
+        self._stage(out, {**self._data_key(), "trigger": self.trigger_digests[name], "rate": rate,
+                          "victim": asdict(cfg.victim)}, f"{name} @ {rate:g}")
         if (out / "eval.json").is_file():
             self.log(f"[{name} @ {rate:g}] done already: {out}")
             return read_json(out / "eval.json")
         poisoned = poison_dataset(data.train, mark, rate, seed=cfg.seed, device=self.device)
-        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "poison.json", poisoned.manifest())
         if cfg.export and not (out / "poisoned").exists():
             export_poisoned(poisoned, out / "poisoned", trigger_file=self.out / "triggers" / name / "trigger",
@@ -191,6 +228,10 @@ class Pipeline:
         write_report(self.out, self.cfg, results, marks)
         self.log(f"report: {self.out / 'report.md'}")
         return results
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
