@@ -115,6 +115,22 @@ def test_bad_model_option(tmp_path, capsys, data_dir):
     assert not out.exists()
 
 
+def test_bad_model_option_value_is_a_one_line_error(tmp_path, capsys, data_dir):
+    out = tmp_path / "out"
+    expect_user_error(capsys, ["train", "--data", str(data_dir), "--out", str(out), "--epochs", "1",
+                               "--model", "fastnet", "--model-arg", "widths=[8,8]", "--quiet"], "bad options")
+    assert not out.exists()
+
+
+def test_model_option_accepts_a_comma_list():
+    from siba.cli.main import _kv
+
+    assert _kv("widths=8,16,16,32") == ("widths", [8, 16, 16, 32])
+    assert _kv("widths=[8, 16]") == ("widths", [8, 16])
+    assert _kv("width=16") == ("width", 16)
+    assert _kv("stem=imagenet") == ("stem", "imagenet")
+
+
 def test_unknown_data_set_name(tmp_path, capsys):
     out = tmp_path / "out"
     expect_user_error(capsys, ["train", "--data", "no-such-set-xyz", "--out", str(out), *TINY], "no-such-set-xyz")

@@ -92,7 +92,7 @@ def test_resnet_imagenet_stem_takes_64px():
     assert tuple(model.state_dict()["conv1.weight"].shape) == (64, 3, 7, 7)  # torchvision's shape
     with torch.no_grad():
         assert model(torch.rand(2, 3, 64, 64)).shape == (2, 5)
-    with pytest.raises(ValueError):
+    with pytest.raises(SibaError, match="bad options"):
         create_model("resnet18", stem="other")
 
 

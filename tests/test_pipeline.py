@@ -69,6 +69,18 @@ def test_run_bad_input_writes_nothing(tmp_path, capsys, change, needle):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("only, needle", [
+    ("nope", "no attack 'nope' in the config"),
+    ("siba@0.5", "rate 0.5 is not among the config's rates (0.05)"),
+    ("siba@x", "'x' is not a rate"),
+])
+def test_run_only_bad_selection_writes_nothing(tmp_path, capsys, only, needle):
+    out = tmp_path / "run"
+    expect_user_error(capsys, ["run", str(CONFIGS / "smoke.yaml"), "--out", str(out), "--quiet", "--only", only],
+                      needle)
+    assert not out.exists()
+
+
 def test_run_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x.txt").write_text("x")
@@ -139,3 +151,21 @@ def test_changed_settings_redo_only_the_stages_they_touch(smoke_run, tmp_path, c
     raw["seed"] = 1
     assert main(["run", str(write_config(tmp_path, raw)), "--out", str(smoke_run), "--quiet", "--device", "cpu"]) == 0
     assert "[surrogate] settings changed" in capsys.readouterr().err
+
+
+def test_run_only_trains_the_selected_victims_and_reports_every_finished_one(smoke_run, capsys):
+    shutil.rmtree(smoke_run / "victims" / "badnets-r0.05")
+    shutil.rmtree(smoke_run / "victims" / "siba-r0.05")
+    argv = ["run", str(CONFIGS / "smoke.yaml"), "--out", str(smoke_run), "--quiet", "--device", "cpu"]
+    assert main([*argv, "--only", "siba@0.05"]) == 0
+    err = capsys.readouterr().err
+    assert "[siba @ 0.05] training" in err and "[badnets @ 0.05] not run yet" in err
+    assert not (smoke_run / "victims" / "badnets-r0.05").exists()
+    rows = json.loads((smoke_run / "results.json").read_text())["results"]
+    assert [r["attack"] for r in rows] == ["siba"]
+    # the next selection adds its victim; the finished one is reported, not retrained
+    assert main([*argv, "--only", "badnets"]) == 0
+    err = capsys.readouterr().err
+    assert "[badnets @ 0.05] training" in err and "[siba @ 0.05] training" not in err
+    rows = json.loads((smoke_run / "results.json").read_text())["results"]
+    assert sorted(r["attack"] for r in rows) == ["badnets", "siba"]

@@ -308,3 +308,19 @@ def test_real_training_on_cifar10_mini():
     # measured 0.51 (seeds 0 and 1) on a 2-core CPU; chance is 0.10
     assert res.summary["test_acc"] > 0.35
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+def test_predict_with_tta_uses_the_image_and_its_mirror():
+    from siba.training import predict
+
+    torch.manual_seed(0)
+    model = create_model("fastnet", 10, widths=[8, 8, 8, 8]).eval()
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    x = images.float() / 255
+    with torch.no_grad():
+        expect = (model(x) + model(x.flip(3))).argmax(1)
+        plain = model(x).argmax(1)
+    assert torch.equal(predict(model, images, tta=True, precision="fp32"), expect)
+    assert torch.equal(predict(model, images, precision="fp32"), plain)
+    # the mirror image's TTA prediction is the same (the pair is the same set of two images)
+    assert torch.equal(predict(model, images.flip(3), tta=True, precision="fp32"), expect)

@@ -55,7 +55,13 @@ def _kv(s: str) -> tuple[str, Any]:
     k, v = s.split("=", 1)
     import yaml
 
-    return k.strip(), yaml.safe_load(v)
+    v = v.strip()
+    if "," in v and not v.startswith(("[", "{", "'", '"')):
+        v = f"[{v}]"  # widths=32,64,128,256 is a list
+    try:
+        return k.strip(), yaml.safe_load(v)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot read the value of {s!r}") from None
 
 
 def _command_line(argv: Sequence[str] | None) -> str:
@@ -97,6 +103,10 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32")
     g.add_argument("--seed", type=int, default=0, help="seed of the initialisation, order and augmentation")
+    g.add_argument("--tta", action="store_true",
+                   help="test accuracy with flip test-time augmentation (logits of the image and its mirror)")
+    g.add_argument("--eval-every", type=_nonneg_int, default=1, metavar="N",
+                   help="test accuracy every N epochs; 0: only after the last (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML run config (e.g. configs/demo.yaml)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.add_argument("--fresh", action="store_true", help="delete the run folder's earlier results and start over")
+    p.add_argument("--only", action="append", default=None, metavar="ATTACK[@RATE]",
+                   help="train only these victims (repeatable, e.g. --only siba@0.01 --only badnets; `clean` for the "
+                        "clean baseline); the surrogate is trained if needed, and the report lists every finished "
+                        "victim of the config")
     p.add_argument("--data", default=None, help="override the config's data set (a name or a path)")
     p.add_argument("--device", default=None, help="override the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -139,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model.safetensors written by siba train / run")
     _add_data(p)
     p.add_argument("--trigger", default=None, help="trigger.safetensors written by siba optimize / run")
+    p.add_argument("--tta", action="store_true", help="also report ba_tta: BA with flip test-time augmentation")
     p.add_argument("--out", default=None, help="write the JSON here too")
     _add_common(p)
 
@@ -202,7 +217,7 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
     if args.data:
         cfg.data = args.data
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    results = Pipeline(cfg, out, progress=_progress(args), command=command).run(args.fresh)
+    results = Pipeline(cfg, out, progress=_progress(args), command=command).run(args.fresh, args.only)
     from ..report import results_table
 
     print(results_table(results["results"]))
@@ -221,6 +236,7 @@ def cmd_train(args: argparse.Namespace, command: str) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, milestones=args.milestones,
                       label_smoothing=args.label_smoothing, crop_pad=args.crop_pad, flip=not args.no_flip,
+                      eval_every=args.eval_every, tta=args.tta,
                       precision=args.precision, seed=args.seed)
     device = pick_device(args.device)
     data = load_dataset(args.data, args.image_size, progress=_progress(args))
@@ -252,6 +268,10 @@ def cmd_evaluate(args: argparse.Namespace, command: str) -> int:
     if mark is not None:
         mark.check_fits(data.image_shape, data.num_classes)
     result = evaluate_attack(model, data.test, mark, device=device)
+    if args.tta:
+        from ..training import accuracy
+
+        result["ba_tta"] = accuracy(model, data.test, device=device, tta=True)
     result.update({"model": str(args.model), "data": str(args.data), "trigger": args.trigger, "command": command})
     if args.out:
         write_json(args.out, result)

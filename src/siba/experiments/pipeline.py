@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -79,6 +79,20 @@ class Pipeline:
         folder.mkdir(parents=True)
         write_json(marker, {"digest": digest, "settings": settings})
         return digest
+
+    def _matches(self, folder: Path, settings: dict[str, Any]) -> bool:
+        """Whether ``folder`` holds the results of ``settings`` (finished or not)."""
+        marker = folder / "stage.json"
+        return marker.is_file() and read_json(marker).get("digest") == _digest(settings)
+
+    def _victim_settings(self, name: str, rate: float) -> dict[str, Any]:
+        return {**self._data_key(), "trigger": self.trigger_digests[name], "rate": rate,
+                "victim": asdict(self.cfg.victim)}
+
+    def _trigger_settings(self, name: str) -> dict[str, Any]:
+        attack = self.cfg.attack(name)
+        return {**self._data_key(), "attack": type(attack).name, "params": attack.params(),
+                "surrogate": self.surrogate_digest if attack.needs_surrogate else None}
 
     def _data_key(self) -> dict[str, Any]:
         return {"data": self.cfg.data, "image_size": self.cfg.image_size, "seed": self.cfg.seed}
@@ -142,7 +156,8 @@ class Pipeline:
         train_set = data.train.fraction(cfg.surrogate.fraction, cfg.seed)
         return self._train_stage(cfg.surrogate, train_set, out, "surrogate")
 
-    def clean(self) -> dict[str, Any]:
+    def clean(self, run: bool = True) -> dict[str, Any]:
+        """The clean victim's summary; with ``run=False`` only a finished one's (or nothing)."""
         cfg, data = self.cfg, self.data
         assert data is not None
         if not cfg.clean_baseline:
@@ -153,7 +168,13 @@ class Pipeline:
         if same:  # the surrogate *is* a clean victim: same model, recipe and data
             return read_json(self.out / "surrogate" / "summary.json")
         out = self.out / "clean"
-        self._stage(out, {**self._data_key(), "victim": asdict(cfg.victim)}, "clean")
+        settings = {**self._data_key(), "victim": asdict(cfg.victim)}
+        if not run:
+            if self._matches(out, settings) and (out / "summary.json").is_file():
+                return read_json(out / "summary.json")
+            self.log("[clean] not run yet (left out by --only)")
+            return {}
+        self._stage(out, settings, "clean")
         _, summary = self._train_stage(cfg.victim, data.train, out, "clean")
         return summary
 
@@ -162,9 +183,7 @@ class Pipeline:
         assert data is not None
         folder = self.out / "triggers" / name
         attack = self.cfg.attack(name)
-        self.trigger_digests[name] = self._stage(folder, {
-            **self._data_key(), "attack": type(attack).name, "params": attack.params(),
-            "surrogate": self.surrogate_digest if attack.needs_surrogate else None}, name)
+        self.trigger_digests[name] = self._stage(folder, self._trigger_settings(name), name)
         path = folder / "trigger.safetensors"
         if path.is_file():
             self.log(f"[{name}] trigger done already: {path}")
@@ -182,8 +201,7 @@ class Pipeline:
         cfg, data = self.cfg, self.data
         assert data is not None
         out = self.out / "victims" / f"{name}-{rate_tag(rate)}"
-        self._stage(out, {**self._data_key(), "trigger": self.trigger_digests[name], "rate": rate,
-                          "victim": asdict(cfg.victim)}, f"{name} @ {rate:g}")
+        self._stage(out, self._victim_settings(name, rate), f"{name} @ {rate:g}")
         if (out / "eval.json").is_file():
             self.log(f"[{name} @ {rate:g}] done already: {out}")
             return read_json(out / "eval.json")
@@ -211,16 +229,63 @@ class Pipeline:
         return row
 
     # ------------------------------------------------------------------ all
-    def run(self, fresh: bool = False) -> dict[str, Any]:
+    def check_only(self, only: Sequence[str] | None) -> list[tuple[str, float]] | None:
+        """Parse ``--only`` selections (``NAME`` or ``NAME@RATE``) into the (attack, rate) pairs to run."""
+        if not only:
+            return None
+        cfg, pairs = self.cfg, []
+        for item in only:
+            name, _, rate_s = item.partition("@")
+            if name == "clean" and not rate_s:
+                pairs.append(("clean", 0.0))
+                continue
+            if name not in cfg.attacks:
+                raise SibaError(f"--only {item}: no attack {name!r} in the config (it has {', '.join(cfg.attacks)})")
+            if not rate_s:
+                pairs += [(name, r) for r in cfg.rates]
+                continue
+            try:
+                rate = float(rate_s)
+            except ValueError:
+                raise SibaError(f"--only {item}: {rate_s!r} is not a rate") from None
+            match = [r for r in cfg.rates if abs(r - rate) < 1e-9]
+            if not match:
+                raise SibaError(f"--only {item}: rate {rate:g} is not among the config's rates "
+                                f"({', '.join(f'{r:g}' for r in cfg.rates)})")
+            pairs.append((name, match[0]))
+        return pairs
+
+    def run(self, fresh: bool = False, only: Sequence[str] | None = None) -> dict[str, Any]:
+        """Run every stage; with ``only`` train just those victims and report every finished one."""
         from ..report.markdown import write_report
 
         t0 = time.perf_counter()
+        selected = self.check_only(only)
         data = self.prepare(fresh)
         surrogate, sur_summary = self.surrogate()
-        clean = self.clean()
+        clean = self.clean(run=selected is None or ("clean", 0.0) in selected)
         clean_ba = clean.get("test_acc")
-        marks = {name: self.trigger(name, surrogate) for name in self.cfg.attacks}
-        rows = [self.victim(name, marks[name], rate, clean_ba) for rate in self.cfg.rates for name in self.cfg.attacks]
+        marks: dict[str, Mark] = {}
+        rows = []
+        for name in self.cfg.attacks:
+            wanted = selected is None or any(n == name for n, _ in selected)
+            path = self.out / "triggers" / name / "trigger.safetensors"
+            if wanted:
+                marks[name] = self.trigger(name, surrogate)
+            elif self._matches(path.parent, self._trigger_settings(name)) and path.is_file():
+                self.trigger_digests[name] = _digest(self._trigger_settings(name))
+                marks[name] = load_trigger(path)
+        for rate in self.cfg.rates:
+            for name in self.cfg.attacks:
+                if selected is None or (name, rate) in selected:
+                    rows.append(self.victim(name, marks[name], rate, clean_ba))
+                else:
+                    folder = self.out / "victims" / f"{name}-{rate_tag(rate)}"
+                    if (name in marks and self._matches(folder, self._victim_settings(name, rate))
+                            and (folder / "eval.json").is_file()):
+                        rows.append(read_json(folder / "eval.json"))
+                    else:
+                        self.log(f"[{name} @ {rate:g}] not run yet (left out by --only)")
         results = {"name": self.cfg.name, "data": self.cfg.data, "train_images": len(data.train),
                    "test_images": len(data.test), "surrogate": _brief(sur_summary), "clean": _brief(clean),
                    "results": rows, "wall_s": round(time.perf_counter() - t0, 1), "command": self.command}
@@ -249,5 +314,5 @@ class _ProbeMark(Mark):
 
 
 def run_config(cfg: RunConfig, out_dir: str | Path, *, fresh: bool = False, progress: bool | None = None,
-               command: str | None = None) -> dict[str, Any]:
-    return Pipeline(cfg, out_dir, progress=progress, command=command).run(fresh)
+               command: str | None = None, only: Sequence[str] | None = None) -> dict[str, Any]:
+    return Pipeline(cfg, out_dir, progress=progress, command=command).run(fresh, only)

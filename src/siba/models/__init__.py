@@ -55,8 +55,8 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> ImageClassi
     fn = MODELS[name][0]
     try:
         model = fn(num_classes, **kwargs)
-    except TypeError as exc:
-        raise SibaError(f"bad options for model {name!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise SibaError(f"bad options for model {name!r} ({_jsonable(kwargs)}): {exc}") from None
     model.siba_spec = {"arch": name, "num_classes": num_classes, "kwargs": _jsonable(kwargs)}  # type: ignore[attr-defined]
     return model
 

@@ -12,6 +12,15 @@ from ..runtime import atomic_path
 PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
+# Pillow's built-in font has no Greek letters or math signs: spell them out.
+_PLAIN = str.maketrans({"α": "alpha", "ε": "eps", "δ": "delta", "ρ": "rho", "·": "*", "×": "x", "≤": "<=",
+                        "≥": ">=", "—": "-", "–": "-", "∞": "inf"})
+
+
+def _plain(text: str) -> str:
+    return str(text).translate(_PLAIN).encode("latin-1", "replace").decode("latin-1")
+
+
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if hi <= lo:
         hi = lo + 1
@@ -62,9 +71,9 @@ def line_chart(path: str | os.PathLike, series: dict[str, Sequence[tuple[float, 
     for t in xt:
         d.line([px(t), top + ph, px(t), top + ph + 4], fill="black")
         d.text((px(t), top + ph + 6), f"{t:g}", fill="black", anchor="ma")
-    d.text((left + pw / 2, H - 16), xlabel, fill="black", anchor="ma")
-    d.text((8, top - 20), ylabel, fill="black")
-    d.text((left + pw / 2, 8), title, fill="black", anchor="ma")
+    d.text((left + pw / 2, H - 16), _plain(xlabel), fill="black", anchor="ma")
+    d.text((8, top - 20), _plain(ylabel), fill="black")
+    d.text((left + pw / 2, 8), _plain(title), fill="black", anchor="ma")
     for i, (label, s) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
         good = [(px(x), py(y)) for x, y in sorted(s) if y is not None and not math.isnan(y)]
@@ -74,7 +83,7 @@ def line_chart(path: str | os.PathLike, series: dict[str, Sequence[tuple[float, 
             d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
         ly = top + 10 + 18 * i
         d.line([left + pw + 12, ly, left + pw + 32, ly], fill=colour, width=3)
-        d.text((left + pw + 38, ly), label, fill="black", anchor="lm")
+        d.text((left + pw + 38, ly), _plain(label), fill="black", anchor="lm")
     path = Path(path)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")

@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1  # evaluate on the test set every N epochs (0: only at the end)
     eval_batch_size: int = 1024
+    tta: bool = False  # test accuracy from the logits of each image plus its mirror image (airbench's TTA)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -110,8 +111,11 @@ class TrainResult:
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, *, device: torch.device | str | None = None,
             batch_size: int = 1024, precision: str = "auto", transform: Callable | None = None,
-            channels_last: bool = True) -> torch.Tensor:
-    """Predicted labels for uint8 or float images (``transform`` maps a float batch first)."""
+            channels_last: bool = True, tta: bool = False) -> torch.Tensor:
+    """Predicted labels for uint8 or float images (``transform`` maps a float batch first).
+
+    ``tta``: classify by the summed logits of each image and its horizontal mirror.
+    """
     device = pick_device(device) if device is not None else next(model.parameters()).device
     prec = resolve_precision(precision, device)
     was_training = model.training
@@ -125,7 +129,10 @@ def predict(model: nn.Module, images: torch.Tensor, *, device: torch.device | st
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, prec):
-            out.append(model(x).argmax(1))
+            logits = model(x).float()
+            if tta:
+                logits = logits + model(x.flip(3)).float()
+            out.append(logits.argmax(1))
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=device)
 
@@ -289,7 +296,8 @@ def train(
                                  "train_acc": tot_correct.item() / seen}
         last = epoch + 1 == cfg.epochs
         if test_set is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            row["test_acc"] = accuracy(model, test_set, precision=cfg.precision, batch_size=cfg.eval_batch_size)
+            row["test_acc"] = accuracy(model, test_set, precision=cfg.precision, batch_size=cfg.eval_batch_size,
+                                       tta=cfg.tta)
         if epoch_callback is not None:
             row.update(epoch_callback(model, epoch + 1))
         elapsed += time.perf_counter() - t0
@@ -308,7 +316,7 @@ def train(
         summary.update({k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "wall_s")})
     if test_set is not None:
         summary["test_acc"] = history[-1]["test_acc"] if history and "test_acc" in history[-1] else \
-            accuracy(model, test_set, precision=cfg.precision)
+            accuracy(model, test_set, precision=cfg.precision, tta=cfg.tta)
     if eval_train_set is not None:
         summary["train_acc_clean"] = accuracy(model, eval_train_set, precision=cfg.precision)
     if out is not None:

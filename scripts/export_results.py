@@ -1,0 +1,55 @@
+"""Copy the results of a `siba run` folder into results/<name>/ for the repository.
+
+    python scripts/export_results.py RUN_DIR results/cifar10-cpu [--rate R]
+
+Writes one JSON per attack at rate R (default: the lowest rate at which SIBA's ASR reaches
+90%, else the highest rate run), with the keys attack, rate, ba, asr, clean_ba, train_acc,
+l0, linf, ssim, psnr, wall_s, command (fractions in [0, 1]), and rate_sweep.json with every
+(attack, rate) row of the run, plus a copy of the run's report and chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+KEYS = ["attack", "rate", "ba", "asr", "asr_quantized", "clean_ba", "train_acc", "poison_fit", "l0", "l0_max", "linf",
+        "ssim", "psnr", "num_poisoned", "epochs", "victim", "wall_s", "trigger_wall_s", "command"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--rate", type=float, default=None)
+    ap.add_argument("--threshold", type=float, default=0.9)
+    a = ap.parse_args()
+    results = json.loads((a.run / "results.json").read_text())
+    rows = results["results"]
+    rates = sorted({r["rate"] for r in rows})
+    rate = a.rate
+    if rate is None:
+        good = [r["rate"] for r in rows if r["attack"] == "siba" and r["asr"] >= a.threshold]
+        rate = min(good) if good else max(rates)
+    a.out.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        if abs(r["rate"] - rate) < 1e-12:
+            (a.out / f"{r['attack']}.json").write_text(json.dumps({k: r.get(k) for k in KEYS}, indent=2) + "\n")
+    sweep = {"data": results.get("data"), "train_images": results.get("train_images"),
+             "surrogate": results.get("surrogate"), "clean": results.get("clean"), "chosen_rate": rate,
+             "siba_reaches": a.threshold, "rows": [{k: r.get(k) for k in KEYS} for r in rows],
+             "command": results.get("command")}
+    (a.out / "rate_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
+    for extra in ("report.md", "asr_vs_rate.png"):
+        if (a.run / extra).is_file():
+            shutil.copyfile(a.run / extra, a.out / extra)
+    for trig in (a.run / "triggers").glob("*/trigger.png"):
+        (a.out / "triggers" / trig.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(trig, a.out / "triggers" / trig.parent.name / "trigger.png")
+    print(f"rate {rate:g}: wrote {sorted(p.name for p in a.out.glob('*.json'))} to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
