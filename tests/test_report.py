@@ -16,4 +16,4 @@ def test_line_chart_writes_a_png(tmp_path):
                      title="t", xlabel="passes", ylabel="%")
     with Image.open(out) as im:
         assert im.size == (640, 400) and im.mode == "RGB"
-        assert len(set(im.getdata())) > 3  # lines and text were drawn
+        assert len(im.getcolors(1 << 16)) > 3  # lines and text were drawn
