@@ -69,21 +69,22 @@ class Pipeline:
         A folder left by other settings is cleared, so its stage is redone.
         """
         digest = _digest(settings)
-        marker = folder / "stage.json"
         if folder.exists():
-            old = read_json(marker).get("digest") if marker.is_file() else None
-            if old == digest:
+            if self._matches(folder, settings):
                 return digest
             self.log(f"[{label}] settings changed since the last run: redoing it")
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        write_json(marker, {"digest": digest, "settings": settings})
+        write_json(folder / "stage.json", {"digest": digest, "settings": settings})
         return digest
 
     def _matches(self, folder: Path, settings: dict[str, Any]) -> bool:
         """Whether ``folder`` holds the results of ``settings`` (finished or not)."""
         marker = folder / "stage.json"
         return marker.is_file() and read_json(marker).get("digest") == _digest(settings)
+
+    def _victim_dir(self, name: str, rate: float) -> Path:
+        return self.out / "victims" / f"{name}-{rate_tag(rate)}"
 
     def _victim_settings(self, name: str, rate: float) -> dict[str, Any]:
         return {**self._data_key(), "trigger": self.trigger_digests[name], "rate": rate,
@@ -200,7 +201,7 @@ class Pipeline:
     def victim(self, name: str, mark: Mark, rate: float, clean_ba: float | None) -> dict[str, Any]:
         cfg, data = self.cfg, self.data
         assert data is not None
-        out = self.out / "victims" / f"{name}-{rate_tag(rate)}"
+        out = self._victim_dir(name, rate)
         self._stage(out, self._victim_settings(name, rate), f"{name} @ {rate:g}")
         if (out / "eval.json").is_file():
             self.log(f"[{name} @ {rate:g}] done already: {out}")
@@ -270,17 +271,18 @@ class Pipeline:
         for name in self.cfg.attacks:
             wanted = selected is None or any(n == name for n, _ in selected)
             path = self.out / "triggers" / name / "trigger.safetensors"
+            settings = self._trigger_settings(name)
             if wanted:
                 marks[name] = self.trigger(name, surrogate)
-            elif self._matches(path.parent, self._trigger_settings(name)) and path.is_file():
-                self.trigger_digests[name] = _digest(self._trigger_settings(name))
+            elif self._matches(path.parent, settings) and path.is_file():
+                self.trigger_digests[name] = _digest(settings)
                 marks[name] = load_trigger(path)
         for rate in self.cfg.rates:
             for name in self.cfg.attacks:
                 if selected is None or (name, rate) in selected:
                     rows.append(self.victim(name, marks[name], rate, clean_ba))
                 else:
-                    folder = self.out / "victims" / f"{name}-{rate_tag(rate)}"
+                    folder = self._victim_dir(name, rate)
                     if (name in marks and self._matches(folder, self._victim_settings(name, rate))
                             and (folder / "eval.json").is_file()):
                         rows.append(read_json(folder / "eval.json"))
