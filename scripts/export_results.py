@@ -4,13 +4,15 @@
 
 Writes one JSON per attack at rate R (default: the lowest rate at which SIBA's ASR reaches
 90%, else the highest rate run), with the keys attack, rate, ba, asr, clean_ba, train_acc,
-l0, linf, ssim, psnr, wall_s, command (fractions in [0, 1]), and rate_sweep.json with every
-(attack, rate) row of the run, plus a copy of the run's report and chart.
+l0, linf, ssim, psnr, wall_s, command (fractions in [0, 1]), the victim's per-epoch curve (from its
+metrics.csv) and the machine (--machine, else the one already in the file), and rate_sweep.json
+with every (attack, rate) row of the run, plus a copy of the run's report and charts.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -19,12 +21,23 @@ KEYS = ["attack", "rate", "ba", "asr", "asr_quantized", "clean_ba", "train_acc",
         "ssim", "psnr", "num_poisoned", "epochs", "victim", "wall_s", "trigger_wall_s", "command"]
 
 
+def curve(metrics_csv: Path) -> list[dict]:
+    """The victim's per-epoch record: train accuracy (augmented batches), ASR and test accuracy where measured."""
+    if not metrics_csv.is_file():
+        return []
+    num = lambda v: float(v) if v else None  # noqa: E731
+    with metrics_csv.open(newline="") as f:
+        return [{"epoch": int(r["epoch"]), "train_acc_augmented": num(r.get("train_acc")), "asr": num(r.get("asr")),
+                 "test_acc": num(r.get("test_acc")), "wall_s": num(r.get("wall_s"))} for r in csv.DictReader(f)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--rate", type=float, default=None)
     ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--machine", default=None, help="where the run ran, e.g. '2-core Intel Xeon, torch 2.13 CPU'")
     a = ap.parse_args()
     results = json.loads((a.run / "results.json").read_text())
     rows = results["results"]
@@ -36,13 +49,18 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     for r in rows:
         if abs(r["rate"] - rate) < 1e-12:
-            (a.out / f"{r['attack']}.json").write_text(json.dumps({k: r.get(k) for k in KEYS}, indent=2) + "\n")
+            path = a.out / f"{r['attack']}.json"
+            old = json.loads(path.read_text()) if path.is_file() else {}
+            row = {k: r.get(k) for k in KEYS}
+            row["curve"] = curve(a.run / "victims" / f"{r['attack']}-r{r['rate']:g}" / "metrics.csv")
+            row["machine"] = a.machine or old.get("machine")
+            path.write_text(json.dumps(row, indent=2) + "\n")
     sweep = {"data": results.get("data"), "train_images": results.get("train_images"),
              "surrogate": results.get("surrogate"), "clean": results.get("clean"), "chosen_rate": rate,
              "siba_reaches": a.threshold, "rows": [{k: r.get(k) for k in KEYS} for r in rows],
              "command": results.get("command")}
     (a.out / "rate_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
-    for extra in ("report.md", "asr_vs_rate.png"):
+    for extra in ["report.md", "asr_vs_rate.png", *(p.name for p in a.run.glob("asr_during_training_*.png"))]:
         if (a.run / extra).is_file():
             shutil.copyfile(a.run / extra, a.out / extra)
     for trig in (a.run / "triggers").glob("*/trigger.png"):

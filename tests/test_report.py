@@ -17,3 +17,23 @@ def test_line_chart_writes_a_png(tmp_path):
     with Image.open(out) as im:
         assert im.size == (640, 400) and im.mode == "RGB"
         assert len(im.getcolors(1 << 16)) > 3  # lines and text were drawn
+
+
+def test_asr_curves_chart_every_victim_with_a_tracked_asr(tmp_path):
+    from siba.report.markdown import asr_curves, epoch_series
+
+    header = "epoch,lr,train_loss,train_acc,asr,wall_s,test_acc\n"
+    for name, asr in (("siba", [0.05, 0.2, 0.4]), ("badnets", [0.9, 0.99, 1.0])):
+        folder = tmp_path / "victims" / f"{name}-r0.01"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text(header + "".join(
+            f"{e},0.1,1.0,0.5,{a},{e * 10},{'0.8' if e == 3 else ''}\n" for e, a in enumerate(asr, 1)))
+    assert epoch_series(tmp_path / "victims/siba-r0.01/metrics.csv", "asr") == [(1, 0.05), (2, 0.2), (3, 0.4)]
+    assert epoch_series(tmp_path / "victims/siba-r0.01/metrics.csv", "test_acc") == [(3, 0.8)]
+    assert epoch_series(tmp_path / "missing.csv", "asr") == []
+    rows = [{"attack": "siba", "rate": 0.01}, {"attack": "badnets", "rate": 0.01}, {"attack": "random", "rate": 0.05}]
+    lines = asr_curves(tmp_path, rows)
+    assert lines == ["![ASR after each epoch of victim training at 1%](asr_during_training_r0.01.png)", ""]
+    with Image.open(tmp_path / "asr_during_training_r0.01.png") as im:
+        assert len(im.getcolors(1 << 16)) > 3
+    assert not (tmp_path / "asr_during_training_r0.05.png").exists()  # no tracked curve at that rate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,34 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def epoch_series(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
+    """``[(epoch, value), ...]`` of one column of a trainer's ``metrics.csv`` (epochs where it was measured)."""
+    if not metrics_csv.is_file():
+        return []
+    with metrics_csv.open(newline="") as f:
+        return [(int(r["epoch"]), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
+
+
+def asr_curves(out: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """One chart per rate of every finished victim's ASR after each epoch (runs with ``track_asr``)."""
+    from ..experiments.pipeline import rate_tag
+
+    lines: list[str] = []
+    for rate in sorted({r["rate"] for r in rows}):
+        series = {}
+        for r in rows:
+            if r["rate"] == rate:
+                curve = epoch_series(out / "victims" / f"{r['attack']}-{rate_tag(rate)}" / "metrics.csv", "asr")
+                if len(curve) > 1:
+                    series[r["attack"]] = [(e, 100 * v) for e, v in curve]
+        if series:
+            name = f"asr_during_training_{rate_tag(rate)}.png"
+            line_chart(out / name, series, title=f"ASR during victim training, {100 * rate:g}% poisoned",
+                       xlabel="epoch", ylabel="ASR (%)", ylim=(0, 100))
+            lines += [f"![ASR after each epoch of victim training at {100 * rate:g}%]({name})", ""]
+    return lines
+
+
 def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, Any], marks: dict[str, "Mark"]) -> Path:
     out = Path(out)
     rows = results["results"]
@@ -64,6 +93,7 @@ def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, An
         line_chart(out / "asr_vs_rate.png", series, title="ASR against poisoning rate", xlabel="poisoning rate (%)",
                    ylabel="ASR (%)", ylim=(0, 100))
         lines += ["![ASR against the poisoning rate](asr_vs_rate.png)", ""]
+    lines += asr_curves(out, rows)
     lines += ["## Triggers", "",
               "Each image: the trigger (grey = no change, scaled to its largest change), then clean, poisoned "
               "(8-bit) and the amplified difference for test images.", ""]
