@@ -17,6 +17,8 @@ import json
 import shutil
 from pathlib import Path
 
+from siba.experiments.pipeline import rate_tag
+
 KEYS = ["attack", "rate", "ba", "asr", "asr_quantized", "clean_ba", "train_acc", "poison_fit", "l0", "l0_max", "linf",
         "ssim", "psnr", "num_poisoned", "epochs", "victim", "wall_s", "trigger_wall_s", "command"]
 
@@ -52,7 +54,7 @@ def main() -> None:
             path = a.out / f"{r['attack']}.json"
             old = json.loads(path.read_text()) if path.is_file() else {}
             row = {k: r.get(k) for k in KEYS}
-            row["curve"] = curve(a.run / "victims" / f"{r['attack']}-r{r['rate']:g}" / "metrics.csv")
+            row["curve"] = curve(a.run / "victims" / f"{r['attack']}-{rate_tag(r['rate'])}" / "metrics.csv")
             row["machine"] = a.machine or old.get("machine")
             path.write_text(json.dumps(row, indent=2) + "\n")
     sweep = {"data": results.get("data"), "train_images": results.get("train_images"),
