@@ -12,12 +12,12 @@ with every (attack, rate) row of the run, plus a copy of the run's report and ch
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 from pathlib import Path
 
-from siba.experiments.pipeline import rate_tag
+from siba.experiments.pipeline import victim_dir
+from siba.training import read_metrics
 
 KEYS = ["attack", "rate", "ba", "asr", "asr_quantized", "clean_ba", "train_acc", "poison_fit", "l0", "l0_max", "linf",
         "ssim", "psnr", "num_poisoned", "epochs", "victim", "wall_s", "trigger_wall_s", "command"]
@@ -25,12 +25,8 @@ KEYS = ["attack", "rate", "ba", "asr", "asr_quantized", "clean_ba", "train_acc",
 
 def curve(metrics_csv: Path) -> list[dict]:
     """The victim's per-epoch record: train accuracy (augmented batches), ASR and test accuracy where measured."""
-    if not metrics_csv.is_file():
-        return []
-    num = lambda v: float(v) if v else None  # noqa: E731
-    with metrics_csv.open(newline="") as f:
-        return [{"epoch": int(r["epoch"]), "train_acc_augmented": num(r.get("train_acc")), "asr": num(r.get("asr")),
-                 "test_acc": num(r.get("test_acc")), "wall_s": num(r.get("wall_s"))} for r in csv.DictReader(f)]
+    return [{"epoch": int(r["epoch"]), "train_acc_augmented": r.get("train_acc"), "asr": r.get("asr"),
+             "test_acc": r.get("test_acc"), "wall_s": r.get("wall_s")} for r in read_metrics(metrics_csv)]
 
 
 def main() -> None:
@@ -54,7 +50,7 @@ def main() -> None:
             path = a.out / f"{r['attack']}.json"
             old = json.loads(path.read_text()) if path.is_file() else {}
             row = {k: r.get(k) for k in KEYS}
-            row["curve"] = curve(a.run / "victims" / f"{r['attack']}-{rate_tag(r['rate'])}" / "metrics.csv")
+            row["curve"] = curve(victim_dir(a.run, r["attack"], r["rate"]) / "metrics.csv")
             row["machine"] = a.machine or old.get("machine")
             path.write_text(json.dumps(row, indent=2) + "\n")
     sweep = {"data": results.get("data"), "train_images": results.get("train_images"),

@@ -47,6 +47,11 @@ def rate_tag(rate: float) -> str:
     return f"r{rate:g}"
 
 
+def victim_dir(run_dir: str | Path, name: str, rate: float) -> Path:
+    """The folder of the victim poisoned by attack ``name`` at ``rate`` in a run folder."""
+    return Path(run_dir) / "victims" / f"{name}-{rate_tag(rate)}"
+
+
 class Pipeline:
     """Runs one :class:`RunConfig` into ``out_dir``; each stage is a method."""
 
@@ -82,9 +87,6 @@ class Pipeline:
         """Whether ``folder`` holds the results of ``settings`` (finished or not)."""
         marker = folder / "stage.json"
         return marker.is_file() and read_json(marker).get("digest") == _digest(settings)
-
-    def _victim_dir(self, name: str, rate: float) -> Path:
-        return self.out / "victims" / f"{name}-{rate_tag(rate)}"
 
     def _victim_settings(self, name: str, rate: float) -> dict[str, Any]:
         return {**self._data_key(), "trigger": self.trigger_digests[name], "rate": rate,
@@ -201,7 +203,7 @@ class Pipeline:
     def victim(self, name: str, mark: Mark, rate: float, clean_ba: float | None) -> dict[str, Any]:
         cfg, data = self.cfg, self.data
         assert data is not None
-        out = self._victim_dir(name, rate)
+        out = victim_dir(self.out, name, rate)
         self._stage(out, self._victim_settings(name, rate), f"{name} @ {rate:g}")
         if (out / "eval.json").is_file():
             self.log(f"[{name} @ {rate:g}] done already: {out}")
@@ -282,7 +284,7 @@ class Pipeline:
                 if selected is None or (name, rate) in selected:
                     rows.append(self.victim(name, marks[name], rate, clean_ba))
                 else:
-                    folder = self._victim_dir(name, rate)
+                    folder = victim_dir(self.out, name, rate)
                     if (name in marks and self._matches(folder, self._victim_settings(name, rate))
                             and (folder / "eval.json").is_file()):
                         rows.append(read_json(folder / "eval.json"))

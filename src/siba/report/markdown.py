@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,22 +36,21 @@ def results_table(rows: list[dict[str, Any]]) -> str:
 
 def epoch_series(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
     """``[(epoch, value), ...]`` of one column of a trainer's ``metrics.csv`` (epochs where it was measured)."""
-    if not metrics_csv.is_file():
-        return []
-    with metrics_csv.open(newline="") as f:
-        return [(int(r["epoch"]), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
+    from ..training.trainer import read_metrics
+
+    return [(int(r["epoch"]), r[column]) for r in read_metrics(metrics_csv) if r.get(column) is not None]
 
 
 def asr_curves(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     """One chart per rate of every finished victim's ASR after each epoch (runs with ``track_asr``)."""
-    from ..experiments.pipeline import rate_tag
+    from ..experiments.pipeline import rate_tag, victim_dir
 
     lines: list[str] = []
     for rate in sorted({r["rate"] for r in rows}):
         series = {}
         for r in rows:
             if r["rate"] == rate:
-                curve = epoch_series(out / "victims" / f"{r['attack']}-{rate_tag(rate)}" / "metrics.csv", "asr")
+                curve = epoch_series(victim_dir(out, r["attack"], rate) / "metrics.csv", "asr")
                 if len(curve) > 1:
                     series[r["attack"]] = [(e, 100 * v) for e, v in curve]
         if series:

@@ -195,6 +195,15 @@ def _write_csv(path: Path, history: list[dict[str, float]]) -> None:
         tmp.write_text(buf.getvalue())
 
 
+def read_metrics(path: str | Path) -> list[dict[str, float | None]]:
+    """The rows of a ``metrics.csv`` written by :func:`train` (``[]`` when there is none); blanks are None."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [{k: (float(v) if v else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 def train(
     model: nn.Module,
     train_set: ImageSet,
