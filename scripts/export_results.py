@@ -6,7 +6,7 @@ Writes one JSON per attack at rate R (default: the lowest rate at which SIBA's A
 90%, else the highest rate run), with the keys attack, rate, ba, asr, clean_ba, train_acc,
 l0, linf, ssim, psnr, wall_s, command (fractions in [0, 1]), the victim's per-epoch curve (from its
 metrics.csv) and the machine (--machine, else the one already in the file), and rate_sweep.json
-with every (attack, rate) row of the run, plus a copy of the run's report and charts.
+with every (attack, rate) row of the run (each with its curve), plus a copy of the run's report and charts.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ def curve(metrics_csv: Path) -> list[dict]:
              "test_acc": r.get("test_acc"), "wall_s": r.get("wall_s")} for r in read_metrics(metrics_csv)]
 
 
+def with_curve(run: Path, r: dict) -> dict:
+    """One (attack, rate) row of results.json with the KEYS and its victim's curve."""
+    return {**{k: r.get(k) for k in KEYS}, "curve": curve(victim_dir(run, r["attack"], r["rate"]) / "metrics.csv")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
@@ -49,13 +54,12 @@ def main() -> None:
         if abs(r["rate"] - rate) < 1e-12:
             path = a.out / f"{r['attack']}.json"
             old = json.loads(path.read_text()) if path.is_file() else {}
-            row = {k: r.get(k) for k in KEYS}
-            row["curve"] = curve(victim_dir(a.run, r["attack"], r["rate"]) / "metrics.csv")
+            row = with_curve(a.run, r)
             row["machine"] = a.machine or old.get("machine")
             path.write_text(json.dumps(row, indent=2) + "\n")
     sweep = {"data": results.get("data"), "train_images": results.get("train_images"),
              "surrogate": results.get("surrogate"), "clean": results.get("clean"), "chosen_rate": rate,
-             "siba_reaches": a.threshold, "rows": [{k: r.get(k) for k in KEYS} for r in rows],
+             "siba_reaches": a.threshold, "rows": [with_curve(a.run, r) for r in rows],
              "command": results.get("command")}
     (a.out / "rate_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
     for extra in ["report.md", "asr_vs_rate.png", *(p.name for p in a.run.glob("asr_during_training_*.png"))]:

@@ -37,3 +37,20 @@ def test_asr_curves_chart_every_victim_with_a_tracked_asr(tmp_path):
     with Image.open(tmp_path / "asr_during_training_r0.01.png") as im:
         assert len(im.getcolors(1 << 16)) > 3
     assert not (tmp_path / "asr_during_training_r0.05.png").exists()  # no tracked curve at that rate
+
+
+def test_line_chart_draws_a_dashed_reference_line_only_inside_the_y_range(tmp_path):
+    from siba.report.plot import REFERENCE_COLOUR
+
+    grey = tuple(int(REFERENCE_COLOUR[i:i + 2], 16) for i in (1, 3, 5))
+    series = {"a": [(1, 10.0), (2, 20.0)]}
+
+    def grey_pixels(path):
+        with Image.open(path) as im:
+            return sum(n for n, c in im.getcolors(1 << 16) if c == grey)
+
+    with_line = grey_pixels(line_chart(tmp_path / "in.png", series, ylim=(0, 100), reference=(90.0, "90%")))
+    outside = grey_pixels(line_chart(tmp_path / "out.png", series, ylim=(0, 50), reference=(90.0, "90%")))
+    plain = grey_pixels(line_chart(tmp_path / "plain.png", series, ylim=(0, 100)))
+    assert plain == outside == 0
+    assert with_line > 250  # about half of the 426-pixel-wide plot area, dashed, plus the label

@@ -41,6 +41,10 @@ def epoch_series(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
     return [(int(r["epoch"]), r[column]) for r in read_metrics(metrics_csv) if r.get(column) is not None]
 
 
+# The dashed line on the ASR charts: the success the paper's Table I reports (SIBA >= 90% at 1%).
+ASR_GOAL = (90.0, "90%")
+
+
 def asr_curves(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     """One chart per rate of every finished victim's ASR after each epoch (runs with ``track_asr``)."""
     from ..experiments.pipeline import rate_tag, victim_dir
@@ -56,7 +60,7 @@ def asr_curves(out: Path, rows: list[dict[str, Any]]) -> list[str]:
         if series:
             name = f"asr_during_training_{rate_tag(rate)}.png"
             line_chart(out / name, series, title=f"ASR during victim training, {100 * rate:g}% poisoned",
-                       xlabel="epoch", ylabel="ASR (%)", ylim=(0, 100))
+                       xlabel="epoch", ylabel="ASR (%)", ylim=(0, 100), reference=ASR_GOAL)
             lines += [f"![ASR after each epoch of victim training at {100 * rate:g}%]({name})", ""]
     return lines
 
@@ -89,7 +93,7 @@ def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, An
     if len({r["rate"] for r in rows}) > 1:  # a chart needs more than one finished rate
         series = {a: [(100 * r["rate"], 100 * r["asr"]) for r in rows if r["attack"] == a] for a in cfg.attacks}
         line_chart(out / "asr_vs_rate.png", series, title="ASR against poisoning rate", xlabel="poisoning rate (%)",
-                   ylabel="ASR (%)", ylim=(0, 100))
+                   ylabel="ASR (%)", ylim=(0, 100), reference=ASR_GOAL)
         lines += ["![ASR against the poisoning rate](asr_vs_rate.png)", ""]
     lines += asr_curves(out, rows)
     lines += ["## Triggers", "",

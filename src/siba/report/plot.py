@@ -17,6 +17,9 @@ _PLAIN = str.maketrans({"α": "alpha", "ε": "eps", "δ": "delta", "ρ": "rho", 
                         "≥": ">=", "—": "-", "–": "-", "∞": "inf"})
 
 
+REFERENCE_COLOUR = "#888888"
+
+
 def _plain(text: str) -> str:
     return str(text).translate(_PLAIN).encode("latin-1", "replace").decode("latin-1")
 
@@ -37,8 +40,13 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def line_chart(path: str | os.PathLike, series: dict[str, Sequence[tuple[float, float]]], *, title: str = "",
                xlabel: str = "", ylabel: str = "", ylim: tuple[float, float] | None = None,
-               log_x: bool = False, size: tuple[int, int] = (640, 400)) -> Path:
-    """Write a PNG line chart of ``{label: [(x, y), ...]}``."""
+               log_x: bool = False, size: tuple[int, int] = (640, 400),
+               reference: tuple[float, str] | None = None) -> Path:
+    """Write a PNG line chart of ``{label: [(x, y), ...]}``.
+
+    ``reference=(y, label)`` draws a dashed horizontal line at ``y`` (a goal such as 90% ASR),
+    labelled at its left end.
+    """
     from PIL import Image, ImageDraw
 
     W, H = size
@@ -74,6 +82,11 @@ def line_chart(path: str | os.PathLike, series: dict[str, Sequence[tuple[float, 
     d.text((left + pw / 2, H - 16), _plain(xlabel), fill="black", anchor="ma")
     d.text((8, top - 20), _plain(ylabel), fill="black")
     d.text((left + pw / 2, 8), _plain(title), fill="black", anchor="ma")
+    if reference is not None and y0 <= reference[0] <= y1:
+        ry = py(reference[0])
+        for sx in range(left, left + pw, 12):
+            d.line([sx, ry, min(sx + 6, left + pw), ry], fill=REFERENCE_COLOUR, width=1)
+        d.text((left + 4, ry - 2), _plain(reference[1]), fill=REFERENCE_COLOUR, anchor="lb")
     for i, (label, s) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
         good = [(px(x), py(y)) for x, y in sorted(s) if y is not None and not math.isnan(y)]
