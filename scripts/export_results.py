@@ -19,8 +19,8 @@ from pathlib import Path
 from siba.experiments.pipeline import victim_dir
 from siba.training import read_metrics
 
-KEYS = ["attack", "rate", "ba", "asr", "asr_quantized", "clean_ba", "train_acc", "poison_fit", "l0", "l0_max", "linf",
-        "ssim", "psnr", "num_poisoned", "epochs", "victim", "wall_s", "trigger_wall_s", "command"]
+KEYS = ["attack", "rate", "ba", "asr", "asr_quantized", "asr_by_class", "clean_ba", "train_acc", "poison_fit", "l0",
+        "l0_max", "linf", "ssim", "psnr", "num_poisoned", "epochs", "victim", "wall_s", "trigger_wall_s", "command"]
 
 
 def curve(metrics_csv: Path) -> list[dict]:

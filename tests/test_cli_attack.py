@@ -115,6 +115,7 @@ def test_poison_exports_a_trainable_set(setup, tmp_path, capsys):
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert {"ba", "asr", "asr_quantized", "l0", "linf", "ssim", "psnr"} <= set(ev)
     assert ev["l0_max"] <= 5 and ev["linf"] <= 8 / 255 + 1e-6
+    assert len(ev["asr_by_class"]) == 3 and ev["asr_by_class"][0] is None  # target class 0 is not attacked
 
 
 @pytest.mark.parametrize("rate, needle", [("0", "in (0, 1)"), ("1", "in (0, 1)"), ("1.5", "in (0, 1)"),

@@ -104,3 +104,21 @@ def test_badnets_stealth_numbers():
     ev = evaluate_attack(None, data, trig)
     assert ev["l0_max"] <= 9 and ev["l0"] > 4
     assert "asr" not in ev and math.isfinite(ev["ssim"])
+
+
+def test_evaluate_attack_reports_the_asr_of_each_source_class():
+    from siba.data import ImageSet
+
+    labels = torch.tensor([0, 1, 2, 3] * 5)
+    images = torch.zeros(20, 3, 4, 4)
+    images[:, 1, 1, 1] = labels.float() / 3
+    images[labels == 2, 0, 0, 0] = 0.5  # a half-strength trigger tips only the images of class 2
+    data = ImageSet((images * 255).round().to(torch.uint8), labels, ["a", "b", "c", "d"])
+    mask = torch.zeros(4, 4)
+    mask[0, 0] = 1
+    delta = torch.zeros(3, 4, 4)
+    delta[0, 0, 0] = 0.5
+    trig = Trigger(delta, mask, eps=0.5, k=1, num_classes=4, target=0)
+    ev = evaluate_attack(_Oracle(), data, trig, device="cpu")
+    assert ev["asr_by_class"] == [None, 0.0, 1.0, 0.0]  # no image of the target class is attacked
+    assert ev["asr"] == pytest.approx(5 / 15)

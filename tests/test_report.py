@@ -54,3 +54,16 @@ def test_line_chart_draws_a_dashed_reference_line_only_inside_the_y_range(tmp_pa
     plain = grey_pixels(line_chart(tmp_path / "plain.png", series, ylim=(0, 100)))
     assert plain == outside == 0
     assert with_line > 250  # about half of the 426-pixel-wide plot area, dashed, plus the label
+
+
+def test_by_class_table_names_the_classes_and_skips_victims_without_the_breakdown():
+    from siba.report.markdown import by_class_table
+
+    rows = [{"attack": "siba", "rate": 0.05, "asr_by_class": [None, 0.5, 0.875]},
+            {"attack": "random", "rate": 0.05}]
+    table = by_class_table(rows, ["plane", "car", "bird"]).splitlines()
+    assert table[0] == "| attack | rate | plane | car | bird |"
+    assert table[2] == "| siba | 5% | – | 50.00 | 87.50 |"
+    assert len(table) == 3  # the row without asr_by_class is left out
+    assert by_class_table(rows[1:]) == ""
+    assert by_class_table(rows[:1])[:30].startswith("| attack | rate | 0 | 1 | 2 |")  # no names: indices

@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="clean accuracy of a model (and ASR/stealth with --trigger)",
                        description="Benign accuracy of a saved model on the test set; with --trigger also the attack "
-                                   "success rate (float and 8-bit trigger) and L0, L∞, SSIM, PSNR of the poisoned "
-                                   "test images. Prints JSON; --out writes it to a file.")
+                                   "success rate (float and 8-bit trigger, overall and per true class as asr_by_class) "
+                                   "and L0, L∞, SSIM, PSNR of the poisoned test images. Prints JSON; --out writes "
+                                   "it to a file.")
     p.add_argument("--model", required=True, help="model.safetensors written by siba train / run")
     _add_data(p)
     p.add_argument("--trigger", default=None, help="trigger.safetensors written by siba optimize / run")

@@ -291,7 +291,8 @@ class Pipeline:
                     else:
                         self.log(f"[{name} @ {rate:g}] not run yet (left out by --only)")
         results = {"name": self.cfg.name, "data": self.cfg.data, "train_images": len(data.train),
-                   "test_images": len(data.test), "surrogate": _brief(sur_summary), "clean": _brief(clean),
+                   "test_images": len(data.test), "classes": list(data.test.classes),
+                   "surrogate": _brief(sur_summary), "clean": _brief(clean),
                    "results": rows, "wall_s": round(time.perf_counter() - t0, 1), "command": self.command}
         write_json(self.out / "results.json", results)
         write_report(self.out, self.cfg, results, marks)

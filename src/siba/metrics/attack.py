@@ -22,7 +22,9 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
     - ``ba``: accuracy on the clean test images;
     - ``asr``: share of attacked test images (all-to-one: those not of the target class)
       classified as their target with the float trigger; ``asr_quantized``: the same with
-      the trigger as an 8-bit poisoned image carries it;
+      the trigger as an 8-bit poisoned image carries it; ``asr_by_class``: the ASR of the
+      attacked images of each true class (``None`` for a class with none attacked, such as the
+      all-to-one target), to see which source classes resist;
     - ``l0`` (mean changed pixels, ``l0_max`` the largest), ``linf`` (largest change),
       ``ssim`` and ``psnr`` (means) between clean and poisoned test images, and ``l0_quantized``,
       ``linf_quantized`` for the 8-bit poisoned images.
@@ -48,6 +50,8 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
     sums: dict[str, float] = {}
     l0_max = linf_max = l0q_max = linfq_max = 0.0
     correct = attacked = hit = hit_q = 0
+    attacked_by_class = torch.zeros(test_set.num_classes, dtype=torch.long)
+    hit_by_class = torch.zeros_like(attacked_by_class)
     for i in range(0, len(test_set), batch_size):
         xu = test_set.images[i:i + batch_size].to(dev)
         y = test_set.labels[i:i + batch_size].to(dev)
@@ -76,8 +80,11 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
             if sel.any():
                 t = mark.targets(y[sel])
                 attacked += int(sel.sum())
-                hit += int((classify(xp[sel]) == t).sum())
+                won = classify(xp[sel]) == t
+                hit += int(won.sum())
                 hit_q += int((classify(xq[sel]) == t).sum())
+                attacked_by_class += torch.bincount(y[sel], minlength=test_set.num_classes).cpu()
+                hit_by_class += torch.bincount(y[sel][won], minlength=test_set.num_classes).cpu()
     n = len(test_set)
     out: dict[str, Any] = {"n_test": n}
     if model is not None:
@@ -87,7 +94,9 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
     elif mark is not None:
         if model is not None:
             out.update({"asr": hit / max(attacked, 1), "asr_quantized": hit_q / max(attacked, 1),
-                        "n_attacked": attacked})
+                        "n_attacked": attacked,
+                        "asr_by_class": [int(h) / int(n) if n else None
+                                         for h, n in zip(hit_by_class, attacked_by_class)]})
         out.update({"l0": sums["l0"] / n, "l0_max": l0_max, "linf": linf_max, "ssim": sums["ssim"] / n,
                     "psnr": sums["psnr"] / n, "l0_quantized": l0q_max, "linf_quantized": linfq_max})
     return out

@@ -34,6 +34,19 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def by_class_table(rows: list[dict[str, Any]], classes: list[str] | None = None) -> str:
+    """ASR % of each source class (columns) for every victim evaluated with ``asr_by_class``; '' if none."""
+    rows = [r for r in rows if r.get("asr_by_class")]
+    if not rows:
+        return ""
+    n = len(rows[0]["asr_by_class"])
+    names = list(classes) if classes and len(classes) == n else [str(c) for c in range(n)]
+    lines = ["| attack | rate | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * n]
+    for r in rows:
+        lines.append(f"| {r['attack']} | {100 * r['rate']:g}% | " + " | ".join(map(pct, r["asr_by_class"])) + " |")
+    return "\n".join(lines)
+
+
 def epoch_series(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
     """``[(epoch, value), ...]`` of one column of a trainer's ``metrics.csv`` (epochs where it was measured)."""
     from ..training.trainer import read_metrics
@@ -90,6 +103,10 @@ def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, An
         "L0 (changed pixels), L∞, SSIM and PSNR: clean vs poisoned test images.", "",
         results_table(rows), "",
     ]
+    per_class = by_class_table(rows, results.get("classes"))
+    if per_class:
+        lines += ["ASR by the true class of the attacked test image (– : not attacked, the target class):", "",
+                  per_class, ""]
     if len({r["rate"] for r in rows}) > 1:  # a chart needs more than one finished rate
         series = {a: [(100 * r["rate"], 100 * r["asr"]) for r in rows if r["attack"] == a] for a in cfg.attacks}
         line_chart(out / "asr_vs_rate.png", series, title="ASR against poisoning rate", xlabel="poisoning rate (%)",
