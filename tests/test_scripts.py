@@ -1,0 +1,44 @@
+"""The analysis scripts under scripts/ that results/ quote."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trigger_placement_figures_on_known_masks():
+    tp = _load("trigger_placement")
+    contrast = torch.zeros(32, 32)
+    contrast[8:24, 8:24] = 1.0  # the "object" in the middle varies, the background does not
+    corners = torch.zeros(32, 32)
+    corners[0, 0] = corners[0, 1] = corners[31, 31] = 1
+    r = tp.placement(corners, contrast)
+    assert r == {"pixels": 3, "in_border": 1.0, "dist_from_centre": r["dist_from_centre"],
+                 "local_contrast": 0.0, "adjacent_pairs": 1}
+    assert 21.0 < r["dist_from_centre"] < 22.0  # corners are ~21.9 px from the centre (15.5, 15.5)
+    centre = torch.zeros(32, 32)
+    centre[14:18, 14:18] = 1
+    r = tp.placement(centre, contrast)
+    assert r["in_border"] == 0.0 and r["local_contrast"] == 1.0 and r["adjacent_pairs"] == 24
+    uniform = tp.placement(torch.ones(32, 32), contrast)
+    assert uniform["in_border"] == 1 - 24 * 24 / 1024  # 43.75%: what a random mask has on average
+
+
+def test_local_contrast_is_zero_on_flat_images_and_high_on_a_checkerboard():
+    tp = _load("trigger_placement")
+    flat = torch.full((2, 3, 8, 8), 0.5)
+    assert torch.all(tp.local_contrast(flat) == 0)
+    board = ((torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2).float().expand(2, 3, 8, 8)
+    inner = tp.local_contrast(board)[1:-1, 1:-1]
+    assert torch.allclose(inner, torch.full_like(inner, 4 / 9), atol=1e-6)  # a 1 among four 0s and four 1s: 1 - 5/9
