@@ -2,8 +2,8 @@
 
     python scripts/trigger_placement.py RUN_DIR [--data PATH] [--images 2000] [--out FILE.json]
 
-For every trigger under RUN_DIR/triggers/ that has a spatial mask (SIBA, Sparse, Random,
-BadNets), measured on the first ``--images`` test images:
+For every additive trigger under RUN_DIR/triggers/ (SIBA, Sparse, Random, TUAP; BadNets' patch
+and Blended are left out), measured on the first ``--images`` test images:
 
 - ``in_border``: share of the mask's pixels within 4 pixels of the image border (a mask drawn
   uniformly at random has 1 - ((H-8)(W-8))/(HW), 44% on 32×32);

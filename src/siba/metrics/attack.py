@@ -95,8 +95,8 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
         if model is not None:
             out.update({"asr": hit / max(attacked, 1), "asr_quantized": hit_q / max(attacked, 1),
                         "n_attacked": attacked,
-                        "asr_by_class": [int(h) / int(n) if n else None
-                                         for h, n in zip(hit_by_class, attacked_by_class)]})
+                        "asr_by_class": [int(h) / int(c) if c else None
+                                         for h, c in zip(hit_by_class, attacked_by_class)]})
         out.update({"l0": sums["l0"] / n, "l0_max": l0_max, "linf": linf_max, "ssim": sums["ssim"] / n,
                     "psnr": sums["psnr"] / n, "l0_quantized": l0q_max, "linf_quantized": linfq_max})
     return out
