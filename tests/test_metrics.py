@@ -74,26 +74,37 @@ class _Oracle(torch.nn.Module):
         return out + 0 * self.dummy
 
 
-def test_evaluate_attack_counts_only_non_target_images():
+def _oracle_set(pre_lit: int | None = None):
+    """20 4×4 images of 4 classes that _Oracle reads correctly; the images of class ``pre_lit``
+    start with pixel (0, 0) of channel 0 at 0.5, so a half-strength trigger tips only them."""
     from siba.data import ImageSet
 
     labels = torch.tensor([0, 1, 2, 3] * 5)
     images = torch.zeros(20, 3, 4, 4)
     images[:, 1, 1, 1] = labels.float() / 3
-    data = ImageSet((images * 255).round().to(torch.uint8), labels, ["a", "b", "c", "d"])
+    if pre_lit is not None:
+        images[labels == pre_lit, 0, 0, 0] = 0.5
+    return ImageSet((images * 255).round().to(torch.uint8), labels, ["a", "b", "c", "d"])
+
+
+def _corner_trigger(amplitude: float, eps: float = 1.0) -> Trigger:
+    """A one-pixel trigger at (0, 0) of channel 0, all-to-one towards class 0."""
     mask = torch.zeros(4, 4)
     mask[0, 0] = 1
     delta = torch.zeros(3, 4, 4)
-    delta[0, 0, 0] = 1.0
-    trig = Trigger(delta, mask, eps=1.0, k=1, num_classes=4, target=0)
-    ev = evaluate_attack(_Oracle(), data, trig, device="cpu")
+    delta[0, 0, 0] = amplitude
+    return Trigger(delta, mask, eps=eps, k=1, num_classes=4, target=0)
+
+
+def test_evaluate_attack_counts_only_non_target_images():
+    data = _oracle_set()
+    ev = evaluate_attack(_Oracle(), data, _corner_trigger(1.0), device="cpu")
     assert ev["ba"] == 1.0
     assert ev["asr"] == 1.0 and ev["asr_quantized"] == 1.0
     assert ev["n_attacked"] == 15  # the 5 images of the target class are not counted
     assert ev["l0"] == 1.0 and ev["l0_max"] == 1 and ev["linf"] == pytest.approx(1.0)
     # a trigger that does nothing gives ASR 0
-    weak = Trigger(delta * 0.5, mask, eps=1.0, k=1, num_classes=4, target=0)
-    assert evaluate_attack(_Oracle(), data, weak, device="cpu")["asr"] == 0.0
+    assert evaluate_attack(_Oracle(), data, _corner_trigger(0.5), device="cpu")["asr"] == 0.0
 
 
 def test_badnets_stealth_numbers():
@@ -107,18 +118,7 @@ def test_badnets_stealth_numbers():
 
 
 def test_evaluate_attack_reports_the_asr_of_each_source_class():
-    from siba.data import ImageSet
-
-    labels = torch.tensor([0, 1, 2, 3] * 5)
-    images = torch.zeros(20, 3, 4, 4)
-    images[:, 1, 1, 1] = labels.float() / 3
-    images[labels == 2, 0, 0, 0] = 0.5  # a half-strength trigger tips only the images of class 2
-    data = ImageSet((images * 255).round().to(torch.uint8), labels, ["a", "b", "c", "d"])
-    mask = torch.zeros(4, 4)
-    mask[0, 0] = 1
-    delta = torch.zeros(3, 4, 4)
-    delta[0, 0, 0] = 0.5
-    trig = Trigger(delta, mask, eps=0.5, k=1, num_classes=4, target=0)
-    ev = evaluate_attack(_Oracle(), data, trig, device="cpu")
+    data = _oracle_set(pre_lit=2)  # a half-strength trigger tips only the images of class 2
+    ev = evaluate_attack(_Oracle(), data, _corner_trigger(0.5, eps=0.5), device="cpu")
     assert ev["asr_by_class"] == [None, 0.0, 1.0, 0.0]  # no image of the target class is attacked
     assert ev["asr"] == pytest.approx(5 / 15)
