@@ -50,7 +50,7 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
     sums: dict[str, float] = {}
     l0_max = linf_max = l0q_max = linfq_max = 0.0
     correct = attacked = hit = hit_q = 0
-    attacked_by_class = torch.zeros(test_set.num_classes, dtype=torch.long)
+    attacked_by_class = torch.zeros(test_set.num_classes, dtype=torch.long, device=dev)
     hit_by_class = torch.zeros_like(attacked_by_class)
     for i in range(0, len(test_set), batch_size):
         xu = test_set.images[i:i + batch_size].to(dev)
@@ -83,8 +83,8 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
                 won = classify(xp[sel]) == t
                 hit += int(won.sum())
                 hit_q += int((classify(xq[sel]) == t).sum())
-                attacked_by_class += torch.bincount(y[sel], minlength=test_set.num_classes).cpu()
-                hit_by_class += torch.bincount(y[sel][won], minlength=test_set.num_classes).cpu()
+                attacked_by_class += torch.bincount(y[sel], minlength=test_set.num_classes)
+                hit_by_class += torch.bincount(y[sel][won], minlength=test_set.num_classes)
     n = len(test_set)
     out: dict[str, Any] = {"n_test": n}
     if model is not None:
@@ -95,8 +95,8 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
         if model is not None:
             out.update({"asr": hit / max(attacked, 1), "asr_quantized": hit_q / max(attacked, 1),
                         "n_attacked": attacked,
-                        "asr_by_class": [int(h) / int(c) if c else None
-                                         for h, c in zip(hit_by_class, attacked_by_class)]})
+                        "asr_by_class": [h / c if c else None
+                                         for h, c in zip(hit_by_class.tolist(), attacked_by_class.tolist())]})
         out.update({"l0": sums["l0"] / n, "l0_max": l0_max, "linf": linf_max, "ssim": sums["ssim"] / n,
                     "psnr": sums["psnr"] / n, "l0_quantized": l0q_max, "linf_quantized": linfq_max})
     return out

@@ -49,7 +49,7 @@ def by_class_table(rows: list[dict[str, Any]], classes: list[str] | None = None)
 
 def epoch_series(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
     """``[(epoch, value), ...]`` of one column of a trainer's ``metrics.csv`` (epochs where it was measured)."""
-    from ..training.trainer import read_metrics
+    from ..training import read_metrics
 
     return [(int(r["epoch"]), r[column]) for r in read_metrics(metrics_csv) if r.get(column) is not None]
 
