@@ -169,3 +169,19 @@ def test_run_only_trains_the_selected_victims_and_reports_every_finished_one(smo
     assert "[badnets @ 0.05] training" in err and "[siba @ 0.05] training" not in err
     rows = json.loads((smoke_run / "results.json").read_text())["results"]
     assert sorted(r["attack"] for r in rows) == ["badnets", "siba"]
+
+
+def test_a_clean_baseline_trained_later_gives_its_ba_to_the_finished_victims(smoke_run, tmp_path, capsys):
+    raw = smoke_config(clean_baseline=True)
+    raw["victim"]["train"]["lr"] = 0.3  # the victims' recipe differs from the surrogate's: a clean run of its own
+    argv = ["run", str(write_config(tmp_path, raw)), "--out", str(smoke_run), "--quiet", "--device", "cpu"]
+    assert main([*argv, "--only", "siba@0.05"]) == 0
+    assert "[clean] not run yet" in capsys.readouterr().err
+    rows = json.loads((smoke_run / "results.json").read_text())["results"]
+    assert [(r["attack"], r["clean_ba"]) for r in rows] == [("siba", None)]
+    assert main([*argv, "--only", "clean"]) == 0
+    assert "[clean] training" in capsys.readouterr().err
+    results = json.loads((smoke_run / "results.json").read_text())
+    clean_ba = results["clean"]["test_acc"]
+    assert 0 < clean_ba <= 1
+    assert [(r["attack"], r["clean_ba"]) for r in results["results"]] == [("siba", clean_ba)]

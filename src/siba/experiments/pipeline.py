@@ -290,6 +290,9 @@ class Pipeline:
                         rows.append(read_json(folder / "eval.json"))
                     else:
                         self.log(f"[{name} @ {rate:g}] not run yet (left out by --only)")
+        if clean_ba is not None:  # a clean baseline trained after some victims: their rows get its BA too
+            for row in rows:
+                row["clean_ba"] = clean_ba
         results = {"name": self.cfg.name, "data": self.cfg.data, "train_images": len(data.train),
                    "test_images": len(data.test), "classes": list(data.test.classes),
                    "surrogate": _brief(sur_summary), "clean": _brief(clean),
