@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +43,22 @@ def test_local_contrast_is_zero_on_flat_images_and_high_on_a_checkerboard():
     board = ((torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2).float().expand(2, 3, 8, 8)
     inner = tp.local_contrast(board)[1:-1, 1:-1]
     assert torch.allclose(inner, torch.full_like(inner, 4 / 9), atol=1e-6)  # a 1 among four 0s and four 1s: 1 - 5/9
+
+
+def test_per_image_contrast_maps_average_to_the_overall_map():
+    tp = _load("trigger_placement")
+    images = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    maps = tp.local_contrast(images, per_image=True)
+    assert maps.shape == (5, 8, 8)
+    assert torch.allclose(maps.mean(0), tp.local_contrast(images))
+
+
+def test_asr_by_contrast_groups_images_by_their_contrast():
+    tp = _load("trigger_placement")
+    contrast = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4])
+    success = contrast < 0.45  # the trigger works only where the image is smooth
+    rows = tp.asr_by_contrast(success, contrast, bins=4)
+    assert [r["images"] for r in rows] == [2, 2, 2, 2]
+    edges = [x for r in rows for x in (r["contrast_from"], r["contrast_to"])]
+    assert edges == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.8, 0.9])
+    assert [r["asr"] for r in rows] == [1.0, 1.0, 0.0, 0.0]
