@@ -101,6 +101,11 @@ def main() -> None:
     ap.add_argument("--victim", action="append", default=[], help="a victim folder name, e.g. siba-r0.05")
     ap.add_argument("--bins", type=int, default=4, help="contrast groups for --victim (default 4: quartiles)")
     a = ap.parse_args()
+    for name in a.victim:
+        if not (a.run / "victims" / name / "model.safetensors").is_file():
+            ap.error(f"--victim {name}: no trained model at {a.run / 'victims' / name / 'model.safetensors'}")
+    if a.bins < 1:
+        ap.error("--bins must be at least 1")
     setup_threads()
     data_spec = a.data or json.loads((a.run / "config.json").read_text())["config"]["data"]
     test = load_dataset(data_spec).test
