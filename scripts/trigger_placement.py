@@ -1,6 +1,7 @@
 """Where do a run's sparse triggers put their pixels, and on what kind of image content?
 
     python scripts/trigger_placement.py RUN_DIR [--data PATH] [--images 2000] [--out FILE.json]
+                                        [--victim NAME ...] [--bins 4]
 
 For every additive trigger under RUN_DIR/triggers/ (SIBA, Sparse, Random, TUAP; BadNets' patch
 and Blended are left out), measured on the first ``--images`` test images:
@@ -61,6 +62,11 @@ def local_contrast(images: torch.Tensor, per_image: bool = False) -> torch.Tenso
     return maps if per_image else maps.mean(dim=0)
 
 
+def contrast_under(per_image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One value per image: its N×H×W local-contrast map averaged over the mask's (non-zero) pixels."""
+    return per_image[:, mask != 0].mean(dim=1)
+
+
 def asr_by_contrast(success: torch.Tensor, contrast: torch.Tensor, bins: int = 4) -> list[dict[str, float]]:
     """Split images into ``bins`` equal groups by ``contrast`` (one value each, ascending groups)
     and give each group's contrast range, size and share of ``success`` (bool, one per image)."""
@@ -83,11 +89,10 @@ def victim_contrast(run: Path, name: str, test, per_image: torch.Tensor, bins: i
     if not isinstance(mark, Trigger):
         raise SystemExit(f"--victim {name}: its trigger ({attack}) has no sparse mask to measure contrast under")
     model = load_model(run / "victims" / name / "model.safetensors", expect_classes=test.num_classes)
-    keep = mark.targets(test.labels) != test.labels
-    images, labels = test.images[keep], test.labels[keep]
-    pred = predict(model, mark.apply(images.float() / 255))
-    success = pred.cpu() == mark.targets(labels)
-    under = per_image[keep][:, mark.mask != 0].mean(dim=1)
+    keep = mark.attack_mask(test.labels)
+    pred = predict(model, mark.apply(test.images[keep].float() / 255))
+    success = pred.cpu() == mark.targets(test.labels[keep])
+    under = contrast_under(per_image[keep], mark.mask)
     return {"trigger": attack, "asr": float(success.float().mean()), "asr_by_contrast": asr_by_contrast(
         success, under, bins)}
 
@@ -116,7 +121,7 @@ def main() -> None:
         mark = load_trigger(path)
         if isinstance(mark, Trigger):
             rows[path.parent.name] = placement(mark.mask, contrast)
-            under = per_image[:, mark.mask != 0].mean(dim=1)
+            under = contrast_under(per_image, mark.mask)
             rows[path.parent.name]["contrast_by_class"] = {
                 test.classes[c]: float(under[test.labels == c].mean()) for c in range(test.num_classes)}
     rows["uniform"] = placement(torch.ones_like(contrast), contrast)
