@@ -114,8 +114,8 @@ def main() -> None:
     setup_threads()
     data_spec = a.data or json.loads((a.run / "config.json").read_text())["config"]["data"]
     test = load_dataset(data_spec).test
-    contrast = local_contrast(test.images[:a.images].float() / 255)
     per_image = local_contrast(test.images.float() / 255, per_image=True)
+    contrast = per_image[:a.images].mean(dim=0)
     rows = {}
     for path in sorted((a.run / "triggers").glob("*/trigger.safetensors")):
         mark = load_trigger(path)
