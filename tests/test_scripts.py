@@ -62,3 +62,51 @@ def test_asr_by_contrast_groups_images_by_their_contrast():
     edges = [x for r in rows for x in (r["contrast_from"], r["contrast_to"])]
     assert edges == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.8, 0.9])
     assert [r["asr"] for r in rows] == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_export_results_picks_the_lowest_rate_where_siba_reaches_90_and_fills_the_clean_ba(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from siba.experiments.pipeline import victim_dir
+
+    ex = _load("export_results")
+    run, out = tmp_path / "run", tmp_path / "results"
+    rows = [{"attack": a, "rate": r, "ba": 0.87, "asr": asr, "clean_ba": None, "train_acc": 0.99, "command": "c"}
+            for a, r, asr in [("siba", 0.01, 0.5), ("siba", 0.02, 0.93), ("siba", 0.05, 0.97),
+                              ("badnets", 0.02, 1.0), ("random", 0.05, 0.04)]]
+    for r in rows:
+        folder = victim_dir(run, r["attack"], r["rate"])
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text("epoch,train_acc,asr,wall_s,test_acc\n1,0.5,0.2,10,\n2,0.9,0.6,20,0.8\n")
+    (run / "results.json").write_text(json.dumps({"data": "d", "results": rows, "command": "siba run x"}))
+    monkeypatch.setattr(sys, "argv", ["export_results.py", str(run), str(out), "--clean-ba", "0.884", "--machine", "m"])
+    ex.main()
+    assert sorted(p.name for p in out.glob("*.json")) == ["badnets.json", "rate_sweep.json", "siba.json"]
+    siba = json.loads((out / "siba.json").read_text())
+    assert siba["rate"] == 0.02 and siba["asr"] == 0.93 and siba["clean_ba"] == 0.884 and siba["machine"] == "m"
+    assert [c["asr"] for c in siba["curve"]] == [0.2, 0.6] and siba["curve"][1]["test_acc"] == 0.8
+    sweep = json.loads((out / "rate_sweep.json").read_text())
+    assert sweep["chosen_rate"] == 0.02 and len(sweep["rows"]) == 5
+    monkeypatch.setattr(sys, "argv", ["export_results.py", str(run), str(out), "--clean-ba", "1.5"])
+    with pytest.raises(SystemExit):
+        ex.main()
+
+
+def test_plot_rate_sweeps_draws_one_line_per_attack_and_sweep(tmp_path, capsys):
+    import json
+
+    ps = _load("plot_rate_sweeps")
+    small = {"rows": [{"attack": "siba", "rate": 0.05, "asr": 0.887}, {"attack": "siba", "rate": 0.01, "asr": 0.215},
+                      {"attack": "random", "rate": 0.01, "asr": 0.0125}]}
+    strong = {"rows": [{"attack": "siba", "rate": 0.02, "asr": 0.993}]}
+    series = ps.series_of([(small, "(small)"), (strong, "(strong)")])
+    assert series == {"siba (small)": [(1.0, 21.5), (5.0, 88.7)], "random (small)": [(1.0, 1.25)],
+                      "siba (strong)": [(2.0, 99.3)]}
+    assert list(ps.series_of([(small, "")], ["random"])) == ["random"]
+    (tmp_path / "a.json").write_text(json.dumps(small))
+    out = tmp_path / "chart.png"
+    assert ps.main([str(out), f"{tmp_path / 'a.json'}=(small)"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ps.main([str(tmp_path / "b.png"), str(tmp_path / "missing.json")]) == 2
+    assert "cannot read the sweep" in capsys.readouterr().err and not (tmp_path / "b.png").exists()
