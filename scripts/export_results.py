@@ -50,9 +50,9 @@ def main() -> None:
         ap.error("--clean-ba must be a fraction in (0, 1]")
     results = json.loads((a.run / "results.json").read_text())
     rows = results["results"]
-    for r in rows:
-        if r.get("clean_ba") is None and a.clean_ba is not None:
-            r["clean_ba"] = a.clean_ba
+    if a.clean_ba is not None:
+        for r in rows:
+            r["clean_ba"] = r.get("clean_ba") or a.clean_ba
     rates = sorted({r["rate"] for r in rows})
     rate = a.rate
     if rate is None:

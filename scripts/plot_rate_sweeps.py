@@ -16,8 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from siba.report.markdown import ASR_GOAL
-from siba.report.plot import line_chart
+from siba.report.markdown import asr_vs_rate_chart
 
 
 def series_of(sweeps: list[tuple[dict, str]], attacks: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
@@ -43,15 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         path, _, label = item.partition("=")
         try:
             sweeps.append((json.loads(Path(path).read_text()), label))
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError) as e:
             print(f"error: cannot read the sweep {path}: {e}", file=sys.stderr)
             return 2
     series = series_of(sweeps, a.attacks.split(",") if a.attacks else None)
     if not series:
         print("error: no rows to draw", file=sys.stderr)
         return 2
-    line_chart(a.out, series, title="ASR against poisoning rate", xlabel="poisoning rate (%)", ylabel="ASR (%)",
-               ylim=(0, 100), reference=ASR_GOAL)
+    asr_vs_rate_chart(a.out, series)
     print(f"wrote {a.out}")
     return 0
 

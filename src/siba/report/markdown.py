@@ -58,6 +58,12 @@ def epoch_series(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
 ASR_GOAL = (90.0, "90%")
 
 
+def asr_vs_rate_chart(path: Path, series: dict[str, list[tuple[float, float]]]) -> Path:
+    """The ASR-against-rate chart of ``{line: [(rate %, ASR %), ...]}`` with the 90% goal."""
+    return line_chart(path, series, title="ASR against poisoning rate", xlabel="poisoning rate (%)",
+                      ylabel="ASR (%)", ylim=(0, 100), reference=ASR_GOAL)
+
+
 def asr_curves(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     """One chart per rate of every finished victim's ASR after each epoch (runs with ``track_asr``)."""
     from ..experiments.pipeline import rate_tag, victim_dir
@@ -109,8 +115,7 @@ def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, An
                   per_class, ""]
     if len({r["rate"] for r in rows}) > 1:  # a chart needs more than one finished rate
         series = {a: [(100 * r["rate"], 100 * r["asr"]) for r in rows if r["attack"] == a] for a in cfg.attacks}
-        line_chart(out / "asr_vs_rate.png", series, title="ASR against poisoning rate", xlabel="poisoning rate (%)",
-                   ylabel="ASR (%)", ylim=(0, 100), reference=ASR_GOAL)
+        asr_vs_rate_chart(out / "asr_vs_rate.png", series)
         lines += ["![ASR against the poisoning rate](asr_vs_rate.png)", ""]
     lines += asr_curves(out, rows)
     lines += ["## Triggers", "",
