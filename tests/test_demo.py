@@ -1,8 +1,9 @@
 """The README's main job, end to end on the shipped CIFAR-10 subset: the backdoor must work.
 
-configs/demo.yaml: 10% poisoning (500 of 5,000 images), fastnet surrogate 15 epochs, SIBA
-trigger k=100, ε=8/255, 20 passes, fastnet victim 24 epochs (flip only, so it fits its training
-set). BadNets at the same rate is the positive control. A few minutes on a 2-core CPU.
+configs/demo.yaml: 10% poisoning (500 of 5,000 images), fastnet surrogate trained like the
+victim (24 epochs, flip only, another seed), SIBA trigger k=100, ε=8/255, 20 passes, fastnet
+victim 24 epochs (flip only, so it fits its training set): 94% ASR on a 2-core CPU in about
+7 minutes. BadNets at the same rate is the positive control.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def test_demo_config_plants_a_working_sparse_invisible_backdoor(tmp_path):
     assert siba["ba"] > 0.55 and badnets["ba"] > 0.55
     assert siba["train_acc"] > 0.99 and siba["poison_fit"] > 0.99
     # the sparse, invisible trigger works: chance for an all-to-one ASR is about (1 - BA) / 9 ≈ 5%
-    assert siba["asr"] > 0.35
-    assert siba["asr_quantized"] > 0.3  # as the exported 8-bit images carry it
+    assert siba["asr"] > 0.8
+    assert siba["asr_quantized"] > 0.8  # as the exported 8-bit images carry it
     # and it is within its budgets
     assert siba["l0_max"] <= 100 and siba["l0_quantized"] <= 100
     assert siba["linf"] <= 8 / 255 + 1e-6 and siba["linf_quantized"] <= 8 / 255 + 1e-6
