@@ -177,6 +177,23 @@ def test_run_only_trains_the_selected_victims_and_reports_every_finished_one(smo
     assert sorted(r["attack"] for r in rows) == ["badnets", "siba"]
 
 
+def test_an_only_selection_without_surrogate_attacks_neither_trains_nor_loads_the_surrogate(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", str(CONFIGS / "smoke.yaml"), "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main([*argv, "--only", "badnets"]) == 0
+    assert "[surrogate] not needed" in capsys.readouterr().err
+    assert not (out / "surrogate").exists() and not (out / "triggers" / "siba").exists()
+    assert [r["attack"] for r in json.loads((out / "results.json").read_text())["results"]] == ["badnets"]
+    # a surrogate named by a file that is not there yet: fine for badnets, a one-line error for siba
+    raw = smoke_config(surrogate={"model": "fastnet", "path": str(tmp_path / "later.safetensors")})
+    cfg = write_config(tmp_path, raw)
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--device", "cpu", "--only", "badnets"]) == 0
+    assert "[badnets @ 0.05] done already" in capsys.readouterr().err
+    expect_user_error(capsys, ["run", str(cfg), "--out", str(tmp_path / "run2"), "--quiet", "--only", "siba"],
+                      "surrogate.path does not exist")
+    assert not (tmp_path / "run2").exists()
+
+
 def test_a_clean_baseline_trained_later_gives_its_ba_to_the_finished_victims(smoke_run, tmp_path, capsys):
     raw = smoke_config(clean_baseline=True)
     raw["victim"]["train"]["lr"] = 0.3  # the victims' recipe differs from the surrogate's: a clean run of its own

@@ -64,8 +64,8 @@ class ModelStage:
         if not 0 < fraction <= 1:
             raise SibaError(f"{where}.fraction must be in (0, 1], got {fraction}")
         path = d.get("path")
-        if path is not None and not Path(path).is_file():
-            raise SibaError(f"{where}.path does not exist: {path}")
+        if path is not None and not isinstance(path, str):
+            raise SibaError(f"{where}.path must be a file path, got {path!r}")
         return cls(model, dict(d.get("model_args") or {}), TrainConfig.from_dict(train), fraction, path)
 
 

@@ -100,8 +100,12 @@ class Pipeline:
     def _data_key(self) -> dict[str, Any]:
         return {"data": self.cfg.data, "image_size": self.cfg.image_size, "seed": self.cfg.seed}
 
-    def prepare(self, fresh: bool = False) -> DataSplits:
-        """Load the data and check every setting against it; only then touch the run folder."""
+    def prepare(self, fresh: bool = False, need_surrogate: bool = True) -> DataSplits:
+        """Load the data and check every setting against it; only then touch the run folder.
+
+        ``need_surrogate=False`` (an ``--only`` selection that makes no surrogate-based trigger)
+        leaves ``surrogate.path`` unchecked: such a run neither loads nor trains the surrogate.
+        """
         setup_threads()
         cfg = self.cfg
         data = load_dataset(cfg.data, cfg.image_size, progress=self.progress)
@@ -111,9 +115,12 @@ class Pipeline:
             probe = _ProbeMark(data.num_classes, attack.target, attack.target_rule)
             for rate in cfg.rates:
                 select_poison_indices(data.train.labels, probe, rate, cfg.seed)
-        for stage in (cfg.surrogate, cfg.victim):
-            if stage.path is not None:
-                load_model(stage.path, expect_classes=data.num_classes)
+        for label, stage in (("surrogate", cfg.surrogate), ("victim", cfg.victim)):
+            if stage.path is None or (label == "surrogate" and not need_surrogate):
+                continue
+            if not Path(stage.path).is_file():
+                raise SibaError(f"{label}.path does not exist: {stage.path}")
+            load_model(stage.path, expect_classes=data.num_classes)
         marker = self.out / "config.json"
         if marker.is_file():
             if fresh:
@@ -141,21 +148,39 @@ class Pipeline:
                     eval_train_set=train_set)
         return res.model, res.summary
 
-    def surrogate(self) -> tuple[torch.nn.Module | None, dict[str, Any]]:
+    def _surrogate_is_clean(self) -> bool:
+        """Whether the trained surrogate is itself a clean victim (same model, recipe and data)."""
+        cfg = self.cfg
+        return (cfg.surrogate.model == cfg.victim.model and cfg.surrogate.model_args == cfg.victim.model_args
+                and cfg.surrogate.train == cfg.victim.train and cfg.surrogate.fraction == 1
+                and cfg.surrogate.path is None and cfg.needs_surrogate())
+
+    def surrogate(self, needed: bool = True) -> tuple[torch.nn.Module | None, dict[str, Any]]:
+        """Load or train the surrogate; with ``needed=False`` only work out its digest (for matching
+        the triggers made earlier) and report a finished one, touching nothing."""
         cfg, data = self.cfg, self.data
         assert data is not None
         self.surrogate_digest = None
         if not cfg.needs_surrogate():
             return None, {}
+        out = self.out / "surrogate"
+        settings = {**self._data_key(), "surrogate": asdict(cfg.surrogate)}
         if cfg.surrogate.path is not None:
             from ..runtime import file_sha256
 
+            if not needed:
+                if Path(cfg.surrogate.path).is_file():
+                    self.surrogate_digest = file_sha256(cfg.surrogate.path)[:16]
+                return None, {"path": cfg.surrogate.path}
             self.surrogate_digest = file_sha256(cfg.surrogate.path)[:16]
             model = load_model(cfg.surrogate.path, self.device, expect_classes=data.num_classes)
             return model, {"path": cfg.surrogate.path, "test_acc": accuracy(model, data.test)}
-        out = self.out / "surrogate"
-        self.surrogate_digest = self._stage(out, {**self._data_key(), "surrogate": asdict(cfg.surrogate)},
-                                            "surrogate")
+        if not needed:
+            self.surrogate_digest = _digest(settings)
+            self.log("[surrogate] not needed by the --only selection")
+            done = self._matches(out, settings) and (out / "summary.json").is_file()
+            return None, read_json(out / "summary.json") if done else {}
+        self.surrogate_digest = self._stage(out, settings, "surrogate")
         train_set = data.train.fraction(cfg.surrogate.fraction, cfg.seed)
         return self._train_stage(cfg.surrogate, train_set, out, "surrogate")
 
@@ -165,11 +190,9 @@ class Pipeline:
         assert data is not None
         if not cfg.clean_baseline:
             return {}
-        same = (cfg.surrogate.model == cfg.victim.model and cfg.surrogate.model_args == cfg.victim.model_args
-                and cfg.surrogate.train == cfg.victim.train and cfg.surrogate.fraction == 1
-                and cfg.surrogate.path is None and cfg.needs_surrogate())
-        if same:  # the surrogate *is* a clean victim: same model, recipe and data
-            return read_json(self.out / "surrogate" / "summary.json")
+        if self._surrogate_is_clean():  # the surrogate *is* a clean victim: same model, recipe and data
+            summary = self.out / "surrogate" / "summary.json"
+            return read_json(summary) if summary.is_file() else {}
         out = self.out / "clean"
         settings = {**self._data_key(), "victim": asdict(cfg.victim)}
         if not run:
@@ -264,17 +287,20 @@ class Pipeline:
 
         t0 = time.perf_counter()
         selected = self.check_only(only)
-        data = self.prepare(fresh)
-        surrogate, sur_summary = self.surrogate()
-        clean = self.clean(run=selected is None or ("clean", 0.0) in selected)
+        run_clean = selected is None or ("clean", 0.0) in selected
+        wanted = [n for n in self.cfg.attacks if selected is None or any(n == s for s, _ in selected)]
+        need_surrogate = (any(self.cfg.attack(n).needs_surrogate for n in wanted)
+                          or (run_clean and self.cfg.clean_baseline and self._surrogate_is_clean()))
+        data = self.prepare(fresh, need_surrogate)
+        surrogate, sur_summary = self.surrogate(need_surrogate)
+        clean = self.clean(run=run_clean)
         clean_ba = clean.get("test_acc")
         marks: dict[str, Mark] = {}
         rows = []
         for name in self.cfg.attacks:
-            wanted = selected is None or any(n == name for n, _ in selected)
             path = self.out / "triggers" / name / "trigger.safetensors"
             settings = self._trigger_settings(name)
-            if wanted:
+            if name in wanted:
                 marks[name] = self.trigger(name, surrogate)
             elif self._matches(path.parent, settings) and path.is_file():
                 self.trigger_digests[name] = _digest(settings)
