@@ -188,7 +188,8 @@ def test_an_only_selection_without_surrogate_attacks_neither_trains_nor_loads_th
     raw = smoke_config(surrogate={"model": "fastnet", "path": str(tmp_path / "later.safetensors")})
     cfg = write_config(tmp_path, raw)
     assert main(["run", str(cfg), "--out", str(out), "--quiet", "--device", "cpu", "--only", "badnets"]) == 0
-    assert "[badnets @ 0.05] done already" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[surrogate] not needed" in err and "[badnets @ 0.05] done already" in err
     expect_user_error(capsys, ["run", str(cfg), "--out", str(tmp_path / "run2"), "--quiet", "--only", "siba"],
                       "surrogate.path does not exist")
     assert not (tmp_path / "run2").exists()

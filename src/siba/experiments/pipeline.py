@@ -165,6 +165,8 @@ class Pipeline:
             return None, {}
         out = self.out / "surrogate"
         settings = {**self._data_key(), "surrogate": asdict(cfg.surrogate)}
+        if not needed:
+            self.log("[surrogate] not needed by the --only selection")
         if cfg.surrogate.path is not None:
             from ..runtime import file_sha256
 
@@ -177,7 +179,6 @@ class Pipeline:
             return model, {"path": cfg.surrogate.path, "test_acc": accuracy(model, data.test)}
         if not needed:
             self.surrogate_digest = _digest(settings)
-            self.log("[surrogate] not needed by the --only selection")
             done = self._matches(out, settings) and (out / "summary.json").is_file()
             return None, read_json(out / "summary.json") if done else {}
         self.surrogate_digest = self._stage(out, settings, "surrogate")
