@@ -89,25 +89,27 @@ def forever(make_iter):
         yield from make_iter()
 
 
+def fresh_model(name: str, device, channels_last: bool):
+    """The model and optimiser every path starts from (same seed, same settings)."""
+    torch.manual_seed(0)
+    model = create_model(name, 10).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    return model.train(), opt
+
+
 def bench_model(name: str, data, device, seconds: float, batch_size: int, workers: int) -> dict:
     precision = resolve_precision("auto", device)
-    torch.manual_seed(0)
-    # fast path
-    model = create_model(name, 10).to(device).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    # fast path; where it runs bf16, timed in fp32 too, to tell bf16's share from the data path's
     loader = DeviceLoader(data.images.to(device), data.labels.to(device), batch_size, shuffle=True, crop_pad=4,
                           flip=True, drop_last=True, channels_last=True)
-    fast = timed(forever(lambda: iter(loader)), model, opt, device, precision, seconds)
+    fast = timed(forever(lambda: iter(loader)), *fresh_model(name, device, True), device, precision, seconds)
     fast_fp32 = None
-    if precision != "fp32":  # the same path without autocast, to tell bf16's share from the data path's
-        torch.manual_seed(0)
-        model = create_model(name, 10).to(device).to(memory_format=torch.channels_last).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-        fast_fp32 = timed(forever(lambda: iter(loader)), model, opt, device, "fp32", seconds)
+    if precision != "fp32":
+        fast_fp32 = timed(forever(lambda: iter(loader)), *fresh_model(name, device, True), device, "fp32", seconds)
     # conventional path
-    torch.manual_seed(0)
-    model = create_model(name, 10).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model, opt = fresh_model(name, device, False)
     dl = torch.utils.data.DataLoader(PerSampleCIFAR(data.images, data.labels), batch_size=batch_size, shuffle=True,
                                      drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
                                      persistent_workers=workers > 0)

@@ -115,8 +115,9 @@ class Pipeline:
             probe = _ProbeMark(data.num_classes, attack.target, attack.target_rule)
             for rate in cfg.rates:
                 select_poison_indices(data.train.labels, probe, rate, cfg.seed)
-        for label, stage in (("surrogate", cfg.surrogate), ("victim", cfg.victim)):
-            if stage.path is None or (label == "surrogate" and not need_surrogate):
+        stages = [("surrogate", cfg.surrogate)] if need_surrogate else []
+        for label, stage in [*stages, ("victim", cfg.victim)]:
+            if stage.path is None:
                 continue
             if not Path(stage.path).is_file():
                 raise SibaError(f"{label}.path does not exist: {stage.path}")
@@ -170,11 +171,10 @@ class Pipeline:
         if cfg.surrogate.path is not None:
             from ..runtime import file_sha256
 
+            if Path(cfg.surrogate.path).is_file():  # checked by prepare() when needed
+                self.surrogate_digest = file_sha256(cfg.surrogate.path)[:16]
             if not needed:
-                if Path(cfg.surrogate.path).is_file():
-                    self.surrogate_digest = file_sha256(cfg.surrogate.path)[:16]
                 return None, {"path": cfg.surrogate.path}
-            self.surrogate_digest = file_sha256(cfg.surrogate.path)[:16]
             model = load_model(cfg.surrogate.path, self.device, expect_classes=data.num_classes)
             return model, {"path": cfg.surrogate.path, "test_acc": accuracy(model, data.test)}
         if not needed:
