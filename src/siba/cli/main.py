@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="delete the run folder's earlier results and start over")
     p.add_argument("--only", action="append", default=None, metavar="ATTACK[@RATE]",
                    help="train only these victims (repeatable, e.g. --only siba@0.01 --only badnets; `clean` for the "
-                        "clean baseline); the surrogate is trained if needed, and the report lists every finished "
-                        "victim of the config")
+                        "clean baseline); the surrogate is trained or loaded only if a selected attack needs "
+                        "it, and the report lists every finished victim of the config")
     p.add_argument("--data", default=None, help="override the config's data set (a name or a path)")
     p.add_argument("--device", default=None, help="override the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
