@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siba.attacks import Trigger, create_attack, l0_project, optimize_trigger, topk_mask
+from siba.attacks import Trigger, create_attack, l0_project, l0_support, optimize_trigger, topk_mask
 from siba.errors import SibaError
 from siba.models import create_model
 from siba.training import TrainConfig, train
@@ -49,6 +49,22 @@ def test_lemma1_projection_matches_brute_force(seed, k, c):
     assert torch.equal(u[:, kept], v[:, kept])
     assert float((u - v).pow(2).sum()) == pytest.approx(brute_force_projection_cost(v, k), abs=1e-12)
 
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 6), c=st.integers(1, 3))
+def test_lemma1_projection_with_ties_is_exact_and_breaks_ties_by_the_given_order(seed, k, c):
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randint(-1, 2, (c, 2, 3), generator=g).double()  # values in {-1, 0, 1}: many equal energies
+    tie_break = torch.rand(2, 3, generator=g)
+    u = l0_project(v, k, tie_break)
+    mask = l0_support(v, k, tie_break).bool()
+    assert int(mask.sum()) == k and torch.equal(u, v * mask)
+    assert float((u - v).pow(2).sum()) == pytest.approx(brute_force_projection_cost(v, k), abs=1e-12)
+    energy = v.pow(2).sum(0)
+    for i in mask.nonzero().tolist():  # every kept pixel beats every dropped one, on energy then on the order
+        for j in (~mask).nonzero().tolist():
+            assert (energy[i[0], i[1]], tie_break[i[0], i[1]]) > (energy[j[0], j[1]], tie_break[j[0], j[1]])
 
 def test_topk_mask_counts():
     scores = torch.arange(12.0).view(3, 4)
@@ -93,6 +109,19 @@ def test_budgets_exact_after_optimisation(surrogate, k, levels, rule, all_to_all
     assert int((xq != data.images[:64]).any(1).flatten(1).sum(1).max()) <= k
     assert int((xq.int() - data.images[:64].int()).abs().max()) <= levels
 
+
+
+def test_projection_rule_starts_from_the_most_salient_pixels(surrogate):
+    """From δ = 0 every pixel of the step −α·sign(g) has the same energy: the optimiser's Lemma-1
+    selection (l0_support, the function tested against brute force above) then keeps the pixels the
+    gradient rule keeps, not the first k in memory."""
+    model, data = surrogate
+    masks = {rule: optimize_trigger(model, data.images[:128], data.labels[:128], k=6, eps=0.1, alpha=0.08, beta=10,
+                                    passes=1, remask_every=1, batch_size=128, num_classes=4, mask_rule=rule,
+                                    precision="fp32", progress=False).mask for rule in ("gradient", "projection")}
+    assert int(masks["projection"].sum()) == 6
+    assert torch.equal(masks["projection"], masks["gradient"])
+    assert not torch.equal(masks["projection"], topk_mask(torch.zeros(8, 8), 6))
 
 def test_tuap_targeted_success_far_above_chance(surrogate):
     model, data = surrogate

@@ -6,13 +6,13 @@
 """
 
 from .base import ATTACKS, Attack, create_attack, list_attacks, register_attack
-from .optimize import OptimizeResult, l0_project, optimize_trigger, random_mask, topk_mask
+from .optimize import OptimizeResult, l0_project, l0_support, optimize_trigger, random_mask, topk_mask
 from .patch import BadNets, checkerboard
 from .sparse import SIBA, TUAP, RandomSparse, Sparse, parse_number
 from .trigger import BlendTrigger, Mark, Trigger, load_trigger
 
 __all__ = [
     "ATTACKS", "Attack", "BadNets", "BlendTrigger", "Mark", "OptimizeResult", "RandomSparse", "SIBA", "Sparse",
-    "TUAP", "Trigger", "checkerboard", "create_attack", "l0_project", "list_attacks", "load_trigger",
+    "TUAP", "Trigger", "checkerboard", "create_attack", "l0_project", "l0_support", "list_attacks", "load_trigger",
     "optimize_trigger", "parse_number", "random_mask", "register_attack", "topk_mask",
 ]

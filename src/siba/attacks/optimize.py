@@ -4,8 +4,9 @@ Minimise the clamped cross-entropy towards the target on a frozen surrogate over
 ``δ`` with ``||m⊙δ||_0 ≤ k`` (pixels) and ``||δ||_∞ ≤ ε``, by alternating projected
 sign steps: ``δ ← clip((δ − α·sign(g))⊙m, −ε, ε)``; the mask ``m`` is re-selected every
 ``T`` passes, either from the gradient's saliency (the authors' reference code) or by
-the paper's Lemma-1 projection of the updated trigger, and the pass with the lowest
-mean loss is kept. The same routine with a fixed random mask is the Sparse baseline,
+the paper's Lemma-1 projection of the updated trigger (ties, such as every pixel at the
+first selection from ``δ = 0``, broken by the gradient's saliency), and the pass with the
+lowest mean loss is kept. The same routine with a fixed random mask is the Sparse baseline,
 and with ``k = H×W`` the TUAP baseline.
 """
 
@@ -45,13 +46,32 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
-def l0_project(v: torch.Tensor, k: int) -> torch.Tensor:
+def l0_support(v: torch.Tensor, k: int, tie_break: torch.Tensor | None = None) -> torch.Tensor:
+    """The H×W {0,1} mask of the pixels Lemma 1's projection of ``v`` (C×H×W) keeps.
+
+    These are the ``k`` pixels with the largest ``Σ_c v_c²``. Where pixels tie at the
+    boundary, every choice is an exact projection; ``tie_break`` (H×W, larger first)
+    decides among them instead of the order of memory. It matters at the first selection
+    of the optimisation, where ``δ = 0`` and every pixel of the step ``−α·sign(g)`` has
+    the same energy.
+    """
+    energy = v.pow(2).sum(0)
+    if tie_break is None:
+        return topk_mask(energy, k)
+    flat, order = energy.reshape(-1), tie_break.reshape(-1).argsort(descending=True, stable=True)
+    keep = order[flat[order].argsort(descending=True, stable=True)[: min(int(k), flat.numel())]]
+    mask = torch.zeros(flat.numel(), device=v.device)
+    mask[keep] = 1.0
+    return mask.view_as(energy)
+
+
+def l0_project(v: torch.Tensor, k: int, tie_break: torch.Tensor | None = None) -> torch.Tensor:
     """Euclidean projection of ``v`` (C×H×W) onto ``{u : at most k pixels non-zero}`` (Lemma 1).
 
     A pixel is the group of its C channel values; the projection keeps the ``k`` pixels
-    with the largest ``Σ_c v_c²`` and zeroes the rest.
+    with the largest ``Σ_c v_c²`` (:func:`l0_support`) and zeroes the rest.
     """
-    return v * topk_mask(v.pow(2).sum(0), k)
+    return v * l0_support(v, k, tie_break)
 
 
 def random_mask(shape: tuple[int, int], k: int, generator: torch.Generator) -> torch.Tensor:
@@ -139,10 +159,8 @@ def optimize_trigger(
                 (g,) = torch.autograd.grad(ce.mean(), pert)
                 step = delta - alpha * g.sign()
                 if fixed_mask is None and b == 0 and p % remask_every == 0:
-                    if mask_rule == "gradient":
-                        mask = topk_mask(g.abs().sum(0), k)
-                    else:
-                        mask = topk_mask(step.pow(2).sum(0), k)
+                    saliency = g.abs().sum(0)
+                    mask = topk_mask(saliency, k) if mask_rule == "gradient" else l0_support(step, k, saliency)
                 delta = (step * mask).clamp_(-bound, bound)
                 tot_loss += ce.detach().sum()
                 tot_hit += (logits.detach().argmax(1) == t).sum()
