@@ -63,15 +63,23 @@ def expect_user_error(capsys, argv, *needles) -> str:
     return lines[0]
 
 
-def expect_usage_error(capsys, argv, *needles) -> str:
+def expect_usage_error(capsys, argv, *needles, prog: str | None = None) -> str:
+    """An argparse rejection: exit 2 and exactly one line on stderr, ``<prog>: error: ...``, no usage text."""
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "usage:" in err
+    cap = capsys.readouterr()
+    assert cap.out == ""
+    lines = cap.err.splitlines()
+    assert len(lines) == 1, cap.err
+    line = lines[0]
+    prog = prog or f"siba {argv[0]}"
+    assert line.startswith(f"{prog}: error: "), line
+    assert line.endswith(f"(see {prog} --help)"), line
+    assert "usage:" not in cap.err and "Traceback" not in cap.err
     for needle in needles:
-        assert needle in err
-    return err
+        assert needle in line
+    return line
 
 
 # --------------------------------------------------------------------------- info
@@ -163,6 +171,49 @@ def test_bad_numbers_are_usage_errors(tmp_path, capsys, data_dir, flag, value):
 
 def test_missing_required_out_is_a_usage_error(capsys):
     expect_usage_error(capsys, ["train"], "required", "--out")
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["optimize", "--out", "x", "--k", "0"], ["argument --k: must be ≥ 1 (got 0)"]),
+    (["optimize", "--out", "x", "--target", "-1"], ["argument --target: must be ≥ 0 (got -1)"]),
+    (["optimize", "--out", "x", "--passes", "0"], ["argument --passes: must be ≥ 1 (got 0)"]),
+    (["optimize", "--out", "x", "--k", "many"], ["argument --k: expected a whole number, got 'many'"]),
+    (["optimize", "--out", "x", "--eps", "big"], ["argument --eps: expected a number", "'big'"]),
+    (["optimize", "--out", "x", "--mask-rule", "best"], ["argument --mask-rule: invalid choice: 'best'"]),
+    (["optimize", "--out", "x", "--bogus"], ["unrecognized arguments: --bogus"]),
+    (["optimize", "--out"], ["argument --out: expected one argument"]),
+    (["optimize"], ["the following arguments are required: --out"]),
+    (["poison", "--trigger", "t", "--out", "x", "--rate", "abc"], ["argument --rate: expected a number", "'abc'"]),
+    (["poison", "--out", "x"], ["required: --trigger"]),
+    (["poison", "--trigger", "t", "--out", "x", "--seed", "s"], ["argument --seed: invalid int value: 's'"]),
+    (["evaluate"], ["required: --model"]),
+    (["evaluate", "--model", "m", "extra"], ["unrecognized arguments: extra"]),
+    (["run"], ["required: config"]),
+    (["run", "a.yaml", "b.yaml"], ["unrecognized arguments: b.yaml"]),
+    (["train", "--out", "x", "--model-arg", "width"], ["argument --model-arg: expected KEY=VALUE, got 'width'"]),
+    (["train", "--out", "x", "--e", "1"], ["ambiguous option: --e"]),
+    (["list", "--long"], ["unrecognized arguments: --long"]),
+])
+def test_every_usage_error_is_one_line(tmp_path, capsys, monkeypatch, argv, needles):
+    monkeypatch.chdir(tmp_path)
+    expect_usage_error(capsys, argv, *needles)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["frobnicate"], ["argument COMMAND: invalid choice: 'frobnicate'"]),
+    (["--bogus"], ["unrecognized arguments: --bogus"]),
+])
+def test_top_level_usage_errors_are_one_line(capsys, argv, needles):
+    expect_usage_error(capsys, argv, *needles, prog="siba")
+
+
+def test_help_promises_one_line_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "ends with one line on stderr and exit status 2" in out
 
 
 def test_evaluate_missing_model(tmp_path, capsys):

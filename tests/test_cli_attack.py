@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from siba.attacks import load_trigger
-from siba.cli.main import main
+from siba.cli.main import build_parser, main
 from siba.data import load_dataset
 from siba.poisoning import load_exported, read_manifest
 
@@ -66,8 +66,37 @@ def test_optimize_bad_input(setup, tmp_path, capsys, extra, needle):
 
 
 def test_optimize_k_zero_is_a_usage_error(setup, tmp_path, capsys):
-    expect_usage_error(capsys, opt(setup, tmp_path / "out", "--k", "0"), "--k")
+    line = expect_usage_error(capsys, opt(setup, tmp_path / "out", "--k", "0"), "--k")
+    assert line == "siba optimize: error: argument --k: must be ≥ 1 (got 0) (see siba optimize --help)"
     assert not (tmp_path / "out").exists()
+
+
+def test_tuap_records_the_k_it_used(setup, tmp_path, capsys):
+    """TUAP has no L0 budget: its trigger's params say k = H×W, like the trigger's own k, not the default 100."""
+    out = tmp_path / "tuap"
+    argv = opt(setup, out, "--attack", "tuap")
+    argv.remove("--k")
+    argv.remove("5")
+    assert main(argv) == 0
+    desc = json.loads((out / "trigger.json").read_text())
+    assert desc["attack"] == "tuap"
+    assert desc["k"] == 8 * 8 == desc["params"]["k"]
+    assert desc["l0"] <= 64
+    assert load_trigger(out / "trigger.safetensors").meta["params"]["k"] == 64
+
+
+def test_poison_help_describes_both_target_rules_and_no_test(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["poison", "--help"])
+    assert exc.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--no-test do not write the clean test/ tree (the folder is then not a data set for `siba train`)" in shown
+    poison = build_parser().commands["poison"]
+    text = poison.description  # the help wraps it at hyphens
+    assert "(not of the target class)" not in text
+    assert "all-to-one triggers pick images not of the target class" in text
+    assert "all-to-all triggers pick images of every class and relabel class y to (y+1) mod K" in text
+    assert "with --no-test it holds no test/ tree" in text
 
 
 def test_optimize_surrogate_of_another_class_count(setup, tmp_path, capsys):

@@ -106,3 +106,57 @@ def test_export_refuses_non_empty_folder(tmp_path, data):
     with pytest.raises(SibaError, match="not empty"):
         export_poisoned(p, tmp_path / "busy")
     assert sorted(x.name for x in tmp_path.iterdir()) == ["busy"]  # nothing half-written beside it
+
+
+def _fail_on_third_png(monkeypatch, exc: BaseException) -> list:
+    import siba.poisoning.poison as poison_mod
+
+    written: list = []
+    real = poison_mod._write_png
+
+    def flaky(path, chw):
+        if len(written) == 2:
+            raise exc
+        real(path, chw)
+        written.append(path)
+
+    monkeypatch.setattr(poison_mod, "_write_png", flaky)
+    return written
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_failed_export_leaves_nothing_it_created(tmp_path, data, monkeypatch, exc):
+    trig = create_attack("badnets", size=2).generate(data)
+    p = poison_dataset(data, trig, 0.1)
+    (tmp_path / "keep").mkdir()  # an existing folder: kept
+    out = tmp_path / "keep" / "new" / "deeper" / "export"
+    written = _fail_on_third_png(monkeypatch, exc)
+    with pytest.raises(type(exc)):
+        export_poisoned(p, out)
+    assert len(written) == 2  # it failed midway, after writing files
+    assert not out.exists()
+    assert not (tmp_path / "keep" / "new").exists()  # the parents it made are gone too
+    assert [x.name for x in tmp_path.iterdir()] == ["keep"] and not any((tmp_path / "keep").iterdir())
+
+
+def test_failed_write_is_a_one_line_error_and_keeps_an_empty_out(tmp_path, data, monkeypatch):
+    trig = create_attack("badnets", size=2).generate(data)
+    p = poison_dataset(data, trig, 0.1)
+    out = tmp_path / "empty"
+    out.mkdir()  # an existing empty folder is accepted, and still there after a failure
+    _fail_on_third_png(monkeypatch, OSError(28, "No space left on device"))
+    with pytest.raises(SibaError, match="could not write the poisoned set to .*No space left on device"):
+        export_poisoned(p, out)
+    assert out.is_dir() and not any(out.iterdir())
+    assert [x.name for x in tmp_path.iterdir()] == ["empty"]
+
+
+def test_export_under_a_file_is_a_one_line_error(tmp_path, data):
+    trig = create_attack("badnets", size=2).generate(data)
+    p = poison_dataset(data, trig, 0.1)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SibaError, match="cannot create the output folder"):
+        export_poisoned(p, tmp_path / "file" / "sub" / "export")
+    with pytest.raises(SibaError, match="is not a folder"):
+        export_poisoned(p, tmp_path / "file")
+    assert [x.name for x in tmp_path.iterdir()] == ["file"] and (tmp_path / "file").read_text() == "x"

@@ -67,3 +67,38 @@ def test_by_class_table_names_the_classes_and_skips_victims_without_the_breakdow
     assert len(table) == 3  # the row without asr_by_class is left out
     assert by_class_table(rows[1:]) == ""
     assert by_class_table(rows[:1])[:30].startswith("| attack | rate | 0 | 1 | 2 |")  # no names: indices
+
+
+def _settings_lines(tmp_path, surrogate: dict, sur_summary: dict) -> list[str]:
+    from siba.experiments import parse_config
+    from siba.report.markdown import write_report
+
+    cfg = parse_config({"name": "t", "surrogate": surrogate, "attacks": {"siba": {"k": 4}}})
+    results = {"results": [{"attack": "siba", "rate": 0.01, "ba": 0.9, "asr": 0.95}], "train_images": 40,
+               "test_images": 8, "surrogate": sur_summary, "clean": {}, "wall_s": 1}
+    text = write_report(tmp_path, cfg, results, {}).read_text()
+    return [line for line in text.splitlines() if line.startswith("- surrogate:")]
+
+
+def test_report_names_the_epochs_of_a_trained_surrogate(tmp_path):
+    lines = _settings_lines(tmp_path, {"model": "fastnet", "train": {"epochs": 7}}, {"test_acc": 0.5})
+    assert len(lines) == 1
+    assert lines[0].startswith("- surrogate: `fastnet`") and "7 epochs" in lines[0]
+    assert "test accuracy 50.00%" in lines[0] and "loaded from" not in lines[0]
+
+
+def test_report_of_a_loaded_surrogate_names_its_file_not_epochs(tmp_path):
+    from siba.models import create_model, save_model
+
+    path = tmp_path / "sur.safetensors"
+    save_model(create_model("resnet18", 10, width=4), path)
+    # the config's model name and training recipe are not what was used: the file was
+    lines = _settings_lines(tmp_path, {"model": "fastnet", "path": str(path)}, {"path": str(path), "test_acc": 0.25})
+    assert lines == [f"- surrogate: loaded from `{path}` (`resnet18` {{'width': 4}}), test accuracy 25.00%"]
+    assert "epochs" not in lines[0] and "fastnet" not in lines[0]
+
+
+def test_report_of_a_loaded_surrogate_whose_file_is_gone(tmp_path):
+    missing = tmp_path / "moved.safetensors"
+    lines = _settings_lines(tmp_path, {"model": "vgg16", "path": str(missing)}, {"path": str(missing)})
+    assert lines == [f"- surrogate: loaded from `{missing}` (`vgg16`)"]

@@ -109,6 +109,45 @@ def test_config_from_dict():
         TrainConfig.from_dict({"epochs": -3})
 
 
+def test_config_accepts_numbers_that_yaml_reads_as_text():
+    import yaml
+
+    d = yaml.safe_load("{lr: 1e-3, weight_decay: 5e-4, gamma: 2e-1, warmup: 1e-1, epochs: 1e1, milestones: [3, '6']}")
+    assert isinstance(d["lr"], str) and isinstance(d["weight_decay"], str)  # PyYAML's reading of 1e-3
+    cfg = TrainConfig.from_dict(d)
+    assert (cfg.lr, cfg.weight_decay, cfg.gamma, cfg.warmup) == (1e-3, 5e-4, 0.2, 0.1)
+    assert cfg.epochs == 10 and isinstance(cfg.epochs, int) and cfg.milestones == [3, 6]
+    assert TrainConfig(batch_size="64", seed="7").batch_size == 64
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"lr": "abc"}, "lr must be a number, got 'abc'"),
+    ({"lr": "nan"}, "lr must be a number, got 'nan'"),
+    ({"momentum": [0.9]}, "momentum must be a number, got [0.9]"),
+    ({"weight_decay": "5e-4x"}, "weight_decay must be a number, got '5e-4x'"),
+    ({"weight_decay": -5e-4}, "weight decay must be ≥ 0, got -0.0005"),
+    ({"momentum": 1}, "momentum must be in [0, 1), got 1"),
+    ({"momentum": "-0.5"}, "momentum must be in [0, 1), got -0.5"),
+    ({"gamma": 0}, "gamma (the step schedule's lr factor) must be positive, got 0"),
+    ({"warmup": -0.2}, "warmup (the one-cycle share of steps rising to lr) must be in [0, 1], got -0.2"),
+    ({"warmup": 2}, "warmup (the one-cycle share of steps rising to lr) must be in [0, 1], got 2"),
+    ({"label_smoothing": "x"}, "label_smoothing must be a number, got 'x'"),
+    ({"epochs": "1.5"}, "epochs must be a whole number, got '1.5'"),
+    ({"batch_size": True}, "batch_size must be a whole number, got True"),
+    ({"crop_pad": "four"}, "crop_pad must be a whole number, got 'four'"),
+    ({"seed": "abc"}, "seed must be a whole number, got 'abc'"),
+    ({"eval_every": -2}, "eval_every must be ≥ 0 (0: evaluate at the end only), got -2"),
+    ({"eval_batch_size": 0}, "eval batch size must be positive, got 0"),
+    ({"milestones": "60,90"}, "milestones must be a list of epochs, got '60,90'"),
+    ({"milestones": [60, "late"]}, "milestones must be a whole number, got 'late'"),
+    ({"milestones": [-1]}, "milestones must be epochs ≥ 0, got [-1]"),
+])
+def test_config_rejects_bad_numbers_with_one_line(kw, message):
+    with pytest.raises(SibaError) as exc:
+        TrainConfig.from_dict(kw)
+    assert str(exc.value) == message
+
+
 def test_validate_is_rechecked_by_train(tiny_splits):
     cfg = tiny_config()
     cfg.schedule = "bogus"  # changed after construction

@@ -118,6 +118,31 @@ def test_load_trigger_errors(tmp_path):
         load_trigger(tmp_path / "junk.safetensors")
 
 
+@pytest.mark.parametrize("drop", ["num_classes", "target", "target_rule"])
+def test_load_trigger_missing_description_key(tmp_path, drop):
+    from siba.runtime import load_tensors, save_tensors
+
+    path = random_trigger(4, 0.03, 0).save(tmp_path / "t")
+    tensors, meta = load_tensors(path)
+    desc = meta["siba_trigger"]
+    del desc[drop]
+    save_tensors(path, tensors, {"siba_trigger": desc})
+    with pytest.raises(SibaError) as exc:
+        load_trigger(path)
+    assert str(exc.value) == f"{path} is an incomplete siba trigger: it has no {drop!r}"
+
+
+def test_load_trigger_missing_tensor(tmp_path):
+    from siba.runtime import load_tensors, save_tensors
+
+    pattern, alpha = torch.rand(3, 8, 8), torch.ones(8, 8)
+    path = BlendTrigger(pattern, alpha, num_classes=4).save(tmp_path / "b")
+    tensors, meta = load_tensors(path)
+    save_tensors(path, {"pattern": tensors["pattern"]}, meta)
+    with pytest.raises(SibaError, match="incomplete siba trigger: it has no 'alpha'"):
+        load_trigger(tmp_path / "b.json")
+
+
 def test_check_fits():
     trig = random_trigger(4, 0.03, 0)
     trig.check_fits((3, 8, 8), 4)

@@ -38,8 +38,8 @@ class BadNets(Attack):
             raise SibaError(f"unknown patch pattern {pattern!r} (use checkerboard or white)")
         if corner not in CORNERS:
             raise SibaError(f"unknown corner {corner!r} (use {', '.join(CORNERS)})")
-        if margin < 0:
-            raise SibaError("margin must be ≥ 0")
+        if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+            raise SibaError(f"margin must be a whole number of pixels ≥ 0, got {margin!r}")
         self.size, self.pattern, self.corner, self.margin = size, pattern, corner, margin
 
     def validate(self, image_shape: tuple[int, int, int], num_classes: int) -> None:

@@ -102,6 +102,8 @@ class _Optimised(_SparseFamily):
             raise SibaError(f"unknown mask rule {mask_rule!r} (use {' or '.join(MASK_RULES)})")
         if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
             raise SibaError(f"max_images must be a whole number ≥ 1, got {max_images!r}")
+        if precision not in ("auto", "bf16", "fp32"):
+            raise SibaError(f"unknown precision {precision!r} (use auto, bf16 or fp32)")
         self.passes, self.remask_every, self.batch_size = passes, remask_every, batch_size
         self.mask_rule, self.max_images, self.precision = mask_rule, max_images, precision
 
@@ -154,6 +156,11 @@ class TUAP(_Optimised):
 
     def _k(self, shape: tuple[int, int, int]) -> int:
         return shape[1] * shape[2]
+
+    def _trigger(self, delta: torch.Tensor, mask: torch.Tensor, train_set: ImageSet, k: int, **meta: Any) -> Trigger:
+        trig = super()._trigger(delta, mask, train_set, k, **meta)
+        trig.meta["params"]["k"] = k  # the k it used (H×W, as in the trigger's "k"), not the ignored setting
+        return trig
 
 
 @register_attack

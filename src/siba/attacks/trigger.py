@@ -4,8 +4,8 @@ Two kinds cover the attacks here:
 
 - :class:`Trigger` — additive and sparse: ``x' = clip(x + m⊙δ, 0, 1)`` with a spatial
   mask ``m`` (H×W, shared by the channels) and a perturbation ``δ`` (C×H×W). SIBA, Sparse,
-  Random and TUAP make these; its budgets (``k`` pixels, ``ε``) hold exactly, in float and
-  after 8-bit quantisation.
+  Random and TUAP make these; its budgets (``k`` pixels, ``|δ| ≤ ε``) hold exactly, and
+  after 8-bit quantisation too (a float ``x + m⊙δ`` adds only float32 rounding, < 6e-8).
 - :class:`BlendTrigger` — ``x' = (1−α)⊙x + α⊙p`` with a pattern ``p`` and an opacity map
   ``α``: BadNets (a binary ``α`` on a patch) and Blended (a constant ``α``).
 
@@ -121,7 +121,11 @@ class Mark:
         if not isinstance(desc, dict) or desc.get("kind") not in Mark._registry:
             raise SibaError(f"{st} is not a siba trigger")
         cls = Mark._registry[desc["kind"]]
-        return cls._from_saved(tensors, desc).to(device)
+        try:
+            mark = cls._from_saved(tensors, desc)
+        except KeyError as exc:  # a description or tensor the file lacks
+            raise SibaError(f"{st} is an incomplete siba trigger: it has no {exc.args[0]!r}") from None
+        return mark.to(device)
 
     @classmethod
     def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "Mark":

@@ -7,8 +7,8 @@
     siba evaluate              clean accuracy of a model, and the attack's success with a trigger
     siba list                  models, attacks and built-in data sets
 
-A user's mistake (a missing file, an unknown name, a setting out of range) ends with one
-line on stderr and exit status 2; nothing is written.
+A user's mistake (a missing file, an unknown name or option, a missing or out-of-range
+setting) ends with one line on stderr and exit status 2; nothing is written.
 """
 
 from __future__ import annotations
@@ -18,9 +18,23 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from ..errors import SibaError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit status 2.
+
+    ``siba optimize --k 0`` prints ``siba optimize: error: argument --k: must be ≥ 1 (got 0)
+    (see siba optimize --help)`` instead of the usage text followed by the error.
+    """
+
+    commands: dict[str, argparse.ArgumentParser]  # the subcommands' parsers (top-level parser only)
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(str(message).split())  # never more than one line
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _nonneg_int(s: str) -> int:
@@ -29,14 +43,14 @@ def _nonneg_int(s: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
     if v < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {v}")
+        raise argparse.ArgumentTypeError(f"must be ≥ 0 (got {v})")
     return v
 
 
 def _pos_int(s: str) -> int:
     v = _nonneg_int(s)
     if v == 0:
-        raise argparse.ArgumentTypeError("must be ≥ 1")
+        raise argparse.ArgumentTypeError("must be ≥ 1 (got 0)")
     return v
 
 
@@ -45,8 +59,8 @@ def _number(s: str) -> float:
 
     try:
         return parse_number(s, "value")
-    except SibaError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except SibaError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.03 or 8/255, got {s!r}") from None
 
 
 def _kv(s: str) -> tuple[str, Any]:
@@ -112,9 +126,10 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    ap = argparse.ArgumentParser(prog="siba", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="siba", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"siba {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    ap.commands = sub.choices
 
     p = sub.add_parser("run", help="run a whole experiment from a YAML config (resumes when run again)",
                        description="Surrogate → trigger → poisoned set → victim → evaluation → report.md, all in one "
@@ -167,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", default="siba", help="siba (default), sparse, tuap, random or badnets")
     p.add_argument("--surrogate", default=None, help="surrogate model.safetensors (needed by siba, sparse, tuap)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--k", type=_pos_int, default=None, help="L0 budget in pixels (default 100)")
+    p.add_argument("--k", type=_pos_int, default=None,
+                   help="L0 budget in pixels (default 100; tuap has none: it uses all H×W pixels)")
     p.add_argument("--eps", type=_number, default=None, help="L∞ budget, e.g. 8/255 (default)")
     p.add_argument("--alpha", type=_number, default=None, help="step size (default 0.8·eps)")
     p.add_argument("--beta", type=_number, default=None, help="cross-entropy clamp (default 10)")
@@ -185,16 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("poison", help="poison a training set with a trigger and export it as PNG files",
-                       description="Attach the trigger to ⌊rate·N⌋ seeded training images (not of the target class), "
-                                   "relabel them, and write train/<class>/<index>.png, a clean test/ tree, the trigger "
-                                   "and manifest.json (poisoned indices, original labels, rate, trigger hash). The "
-                                   "folder is a data set for `siba train --data` or any image-folder pipeline.")
+                       description="Attach the trigger to ⌊rate·N⌋ seeded training images and relabel them: "
+                                   "all-to-one triggers pick images not of the target class and relabel them to it; "
+                                   "all-to-all triggers pick images of every class and relabel class y to (y+1) mod K. "
+                                   "Writes train/<class>/<index>.png, a clean test/ tree, the trigger and "
+                                   "manifest.json (poisoned indices, original labels, rate, trigger hash). The folder "
+                                   "is a data set for `siba train --data` or any image-folder pipeline; with "
+                                   "--no-test it holds no test/ tree, so it is a training set for other pipelines "
+                                   "(`siba train --data` needs both train/ and test/).")
     _add_data(p)
     p.add_argument("--trigger", required=True, help="trigger.safetensors")
     p.add_argument("--rate", type=_number, default=0.01, help="poisoning rate in (0, 1) (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="seed of the choice of poisoned samples")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
-    p.add_argument("--no-test", action="store_true", help="do not write the clean test/ tree")
+    p.add_argument("--no-test", action="store_true",
+                   help="do not write the clean test/ tree (the folder is then not a data set for `siba train`)")
     _add_common(p)
 
     sub.add_parser("list", help="models, attacks and built-in data sets")
@@ -353,7 +374,9 @@ COMMANDS = {"run": cmd_run, "train": cmd_train, "evaluate": cmd_evaluate, "optim
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # blamed on the subcommand, whose --help lists its options
+        parser.commands.get(args.command or "", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not args.command:
         parser.print_help()
         return 2

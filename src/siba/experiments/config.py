@@ -25,11 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from ..attacks import create_attack
+from ..attacks import create_attack, parse_number
 from ..errors import SibaError
-from ..models import MODELS
+from ..models import MODELS, create_model
 from ..poisoning import check_rate
 from ..training import TrainConfig
 
@@ -56,17 +57,33 @@ class ModelStage:
         if unknown:
             raise SibaError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(MODEL_KEYS))}")
         model = d.get("model", "fastnet")
-        if model not in MODELS:
+        if not isinstance(model, str) or model not in MODELS:
             raise SibaError(f"unknown model {model!r} in {where}; choose from {', '.join(sorted(MODELS))}")
-        train = dict(d.get("train") or {})
+        model_args = d.get("model_args") or {}
+        if not isinstance(model_args, dict) or not all(isinstance(k, str) for k in model_args):
+            raise SibaError(f"{where}.model_args must be a mapping of options, e.g. {{width: 32}}, got {model_args!r}")
+        if model_args:  # build it on the meta device (no memory, no arithmetic): bad options fail now
+            try:
+                with torch.device("meta"):
+                    create_model(model, 10, **model_args)
+            except SibaError as exc:
+                raise SibaError(f"{where}.model_args: {exc}") from None
+        train = d.get("train") or {}
+        if not isinstance(train, dict):
+            raise SibaError(f"{where}.train must be a mapping of training options, got {train!r}")
+        train = dict(train)
         train.setdefault("seed", seed)
-        fraction = float(d.get("fraction", 1.0))
+        fraction = parse_number(d.get("fraction", 1.0), f"{where}.fraction")
         if not 0 < fraction <= 1:
             raise SibaError(f"{where}.fraction must be in (0, 1], got {fraction}")
         path = d.get("path")
         if path is not None and not isinstance(path, str):
             raise SibaError(f"{where}.path must be a file path, got {path!r}")
-        return cls(model, dict(d.get("model_args") or {}), TrainConfig.from_dict(train), fraction, path)
+        try:
+            train_config = TrainConfig.from_dict(train)
+        except SibaError as exc:
+            raise SibaError(f"{where}.train: {exc}") from None
+        return cls(model, dict(model_args), train_config, fraction, path)
 
 
 @dataclass
@@ -110,7 +127,14 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise SibaError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP_KEYS))}")
-    seed = int(raw.get("seed", 0))
+    seed = raw.get("seed", 0)
+    if isinstance(seed, str) and seed.strip().lstrip("-").isdigit():
+        seed = int(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SibaError(f"{source}: seed must be a whole number, got {seed!r}")
+    image_size = raw.get("image_size")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise SibaError(f"{source}: image_size must be null or a number of pixels ≥ 1, got {image_size!r}")
     rates = raw.get("rates", raw.get("rate", 0.01))
     rates = rates if isinstance(rates, list) else [rates]
     if not rates:
@@ -125,7 +149,7 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
     cfg = RunConfig(
         name=str(raw.get("name") or Path(source).stem),
         data=str(raw.get("data", "cifar10-mini")),
-        image_size=raw.get("image_size"),
+        image_size=image_size,
         seed=seed,
         device=str(raw.get("device", "auto")),
         target=target,

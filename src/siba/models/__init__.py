@@ -55,7 +55,7 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> ImageClassi
     fn = MODELS[name][0]
     try:
         model = fn(num_classes, **kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a negative width
         raise SibaError(f"bad options for model {name!r} ({_jsonable(kwargs)}): {exc}") from None
     model.siba_spec = {"arch": name, "num_classes": num_classes, "kwargs": _jsonable(kwargs)}  # type: ignore[attr-defined]
     return model

@@ -9,6 +9,7 @@ pipeline can train on it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -131,16 +132,24 @@ def export_poisoned(poisoned: PoisonedSet, out_dir: str | os.PathLike, *, trigge
     The trigger is copied beside it (``trigger.safetensors`` / ``.json``) and named in the
     manifest with its SHA-256. With ``test_set``, a clean ``test/`` tree is written too, so the
     folder is a complete data set for ``siba train --data``. The folder is built under a
-    temporary name and renamed at the end: an interrupted export leaves nothing half-written.
+    temporary name and renamed at the end: a failed or interrupted export leaves nothing it
+    created behind, not even the parent folders of ``out_dir`` it had to make.
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SibaError(f"{out} exists and is not a folder; choose another output folder")
     if out.exists() and any(out.iterdir()):
         raise SibaError(f"{out} exists and is not empty; choose another output folder")
     tmp = out.with_name(f".{out.name}.partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    new_parents = _missing_folders(tmp.parent)  # what tmp.mkdir(parents=True) creates, innermost first
+    emptied_out = False
     try:
+        try:
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise SibaError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
         files = export_image_set(poisoned.data, tmp / "train", progress)
         if test_set is not None:
             export_image_set(test_set, tmp / "test", progress)
@@ -160,11 +169,31 @@ def export_poisoned(poisoned: PoisonedSet, out_dir: str | os.PathLike, *, trigge
         write_json(tmp / "manifest.json", manifest)
         if out.exists():
             out.rmdir()
+            emptied_out = True
         tmp.rename(out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if emptied_out:
+            with contextlib.suppress(OSError):
+                out.mkdir(exist_ok=True)  # the empty folder that was there before
+        for folder in new_parents:
+            try:
+                folder.rmdir()  # only while empty: never what someone else put there meanwhile
+            except OSError:
+                break
+        if isinstance(exc, OSError):
+            raise SibaError(f"could not write the poisoned set to {out}: {exc}") from None
         raise
     return out
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:

@@ -84,6 +84,22 @@ def asr_curves(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def surrogate_line(cfg: "RunConfig") -> str:
+    """The report's surrogate setting: the trained model and its epochs, or the file it was loaded from."""
+    stage = cfg.surrogate
+    if stage.path is None:
+        return f"- surrogate: `{stage.model}` {stage.model_args or ''}, {stage.train.epochs} epochs"
+    arch, kwargs = stage.model, stage.model_args
+    try:  # the file says what it holds; the config's model name is not used for a loaded surrogate
+        from ..models import read_model_metadata
+
+        spec = read_model_metadata(stage.path).get("siba_model") or {}
+        arch, kwargs = spec.get("arch", arch), spec.get("kwargs", kwargs)
+    except Exception:  # a report of a finished run must not fail on a moved or foreign file
+        pass
+    return f"- surrogate: loaded from `{stage.path}` (`{arch}`{f' {kwargs}' if kwargs else ''})"
+
+
 def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, Any], marks: dict[str, "Mark"]) -> Path:
     out = Path(out)
     rows = results["results"]
@@ -95,7 +111,7 @@ def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, An
         "## Settings", "",
         f"- data: `{cfg.data}` ({results['train_images']} training / {results['test_images']} test images); "
         f"target rule: {'all-to-all' if cfg.all_to_all else f'all-to-one, target class {cfg.target}'}; seed {cfg.seed}",
-        f"- surrogate: `{cfg.surrogate.model}` {cfg.surrogate.model_args or ''}, {cfg.surrogate.train.epochs} epochs"
+        surrogate_line(cfg)
         + (f", test accuracy {pct(sur.get('test_acc'))}%" if sur.get("test_acc") is not None else ""),
         f"- victim: `{cfg.victim.model}` {cfg.victim.model_args or ''}, {cfg.victim.train.epochs} epochs, "
         f"{cfg.victim.train.schedule} schedule, lr {cfg.victim.train.lr:g}, batch {cfg.victim.train.batch_size}, "

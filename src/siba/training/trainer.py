@@ -29,6 +29,39 @@ from ..runtime import (atomic_path, autocast, load_tensors, pick_device, resolve
                        setup_threads, write_json)
 
 
+_FLOATS = ("lr", "momentum", "weight_decay", "gamma", "warmup", "label_smoothing")
+_INTS = ("epochs", "batch_size", "crop_pad", "seed", "eval_every", "eval_batch_size")
+
+
+def _number(value: Any, name: str) -> float:
+    """A finite number; a numeric string such as ``"1e-3"`` becomes a float (a number stays as given)."""
+    try:
+        out = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else math.nan
+    except (ValueError, OverflowError):
+        out = math.nan
+    if not math.isfinite(out):
+        raise SibaError(f"{name} must be a number, got {value!r}")
+    return out if isinstance(value, str) else value
+
+
+def _whole(value: Any, name: str) -> int:
+    """An int from an int or a string holding a whole number (``"100"``, ``"1e2"``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            out = float(value)
+        except ValueError:
+            out = math.nan
+        if math.isfinite(out) and out == int(out):
+            return int(out)
+    raise SibaError(f"{name} must be a whole number, got {value!r}")
+
+
 @dataclass
 class TrainConfig:
     """Settings of a training run (defaults: the paper's CIFAR-10 recipe, 100 epochs)."""
@@ -57,20 +90,45 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 0:
+        """Check every setting; numbers given as strings (YAML reads ``1e-3`` as one) become numbers."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _FLOATS:
+                setattr(self, f.name, _number(value, f.name))
+            elif f.name in _INTS:
+                setattr(self, f.name, _whole(value, f.name))
+        if self.milestones is not None:
+            if not isinstance(self.milestones, (list, tuple)):
+                raise SibaError(f"milestones must be a list of epochs, got {self.milestones!r}")
+            self.milestones = [_whole(m, "milestones") for m in self.milestones]
+            if any(m < 0 for m in self.milestones):
+                raise SibaError(f"milestones must be epochs ≥ 0, got {self.milestones}")
+        if self.epochs < 0:
             raise SibaError(f"epochs must be a non-negative integer, got {self.epochs!r}")
         if self.batch_size < 1:
             raise SibaError(f"batch size must be positive, got {self.batch_size}")
         if not self.lr > 0:
             raise SibaError(f"learning rate must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise SibaError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise SibaError(f"weight decay must be ≥ 0, got {self.weight_decay}")
         if self.schedule not in ("step", "onecycle", "constant"):
             raise SibaError(f"unknown schedule {self.schedule!r} (use step, onecycle or constant)")
+        if not self.gamma > 0:
+            raise SibaError(f"gamma (the step schedule's lr factor) must be positive, got {self.gamma}")
+        if not 0 <= self.warmup <= 1:
+            raise SibaError(f"warmup (the one-cycle share of steps rising to lr) must be in [0, 1], got {self.warmup}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise SibaError(f"unknown precision {self.precision!r} (use auto, bf16 or fp32)")
         if not 0 <= self.label_smoothing < 1:
             raise SibaError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.crop_pad < 0:
             raise SibaError(f"crop padding must be ≥ 0, got {self.crop_pad}")
+        if self.eval_every < 0:
+            raise SibaError(f"eval_every must be ≥ 0 (0: evaluate at the end only), got {self.eval_every}")
+        if self.eval_batch_size < 1:
+            raise SibaError(f"eval batch size must be positive, got {self.eval_batch_size}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
