@@ -37,3 +37,24 @@ def test_demo_config_plants_a_working_sparse_invisible_backdoor(tmp_path):
     assert siba["ssim"] > 0.95
     report = (out / "report.md").read_text()
     assert "| siba | 10% |" in report and (out / "triggers/siba/trigger.png").is_file()
+    # the poisoned training set the victim learned from, exported as PNG files, read back
+    import torch
+
+    from siba.data import load_dataset
+    from siba.poisoning import load_exported, read_manifest
+    from siba.runtime import file_sha256
+
+    folder = out / "victims" / "siba-r0.1" / "poisoned"
+    exported, manifest, clean = load_exported(folder), read_manifest(folder), load_dataset("cifar10-mini").train
+    chosen = torch.tensor(manifest["poisoned_indices"])
+    assert len(chosen) == 500 and (clean.labels[chosen] != 0).all() and (exported.labels[chosen] == 0).all()
+    changed = (exported.images.int() - clean.images.int()).abs()
+    assert changed.amax() <= 8  # 8/255, in 8-bit levels
+    assert int(changed.amax(1).gt(0).flatten(1).sum(1).max()) <= 100  # at most k = 100 pixels an image
+    assert int(changed[chosen].amax(1).gt(0).flatten(1).sum(1).min()) > 50  # every poisoned image carries it
+    rest = torch.ones(len(clean), dtype=torch.bool)
+    rest[chosen] = False
+    assert torch.equal(exported.images[rest], clean.images[rest])
+    assert torch.equal(exported.labels[rest], clean.labels[rest])
+    assert manifest["trigger"]["sha256"] == file_sha256(folder / manifest["trigger"]["file"])
+    assert len(load_dataset(folder).test) == 1000  # with its clean test/ tree: a data set for `siba train --data`

@@ -122,3 +122,27 @@ def test_evaluate_attack_reports_the_asr_of_each_source_class():
     ev = evaluate_attack(_Oracle(), data, _corner_trigger(0.5, eps=0.5), device="cpu")
     assert ev["asr_by_class"] == [None, 0.0, 1.0, 0.0]  # no image of the target class is attacked
     assert ev["asr"] == pytest.approx(5 / 15)
+
+
+class _NextOracle(_Oracle):
+    """Reads the true class from pixel (1,1); when pixel (0,0) of channel 0 is bright it answers
+    (y+1) mod 4 for the images of classes 0 and 1 and keeps its answer for classes 2 and 3."""
+
+    def forward(self, x):
+        cls = (x[:, 1, 1, 1] * 3).round().long().clamp(0, 3)
+        moved = (x[:, 0, 0, 0] > 0.9) & (cls < 2)
+        return torch.nn.functional.one_hot(torch.where(moved, (cls + 1) % 4, cls), 4).float() + 0 * self.dummy
+
+
+def test_all_to_all_asr_counts_every_image_towards_its_own_next_class():
+    data = _oracle_set()
+    corner = _corner_trigger(1.0)
+    all_to_all = Trigger(corner.delta, corner.mask, eps=1.0, k=1, num_classes=4, target_rule="all-to-all")
+    ev = evaluate_attack(_NextOracle(), data, all_to_all, device="cpu")
+    assert ev["ba"] == 1.0
+    assert ev["n_attacked"] == 20  # every class is attacked, the all-to-one target's too
+    assert ev["asr"] == 0.5 and ev["asr_quantized"] == 0.5
+    assert ev["asr_by_class"] == [1.0, 1.0, 0.0, 0.0]
+    # the same model judged all-to-one towards class 0: 0 → 1 and 1 → 2 are no hits
+    one = evaluate_attack(_NextOracle(), data, corner, device="cpu")
+    assert one["n_attacked"] == 15 and one["asr"] == 0.0

@@ -209,3 +209,44 @@ def test_a_clean_baseline_trained_later_gives_its_ba_to_the_finished_victims(smo
     clean_ba = results["clean"]["test_acc"]
     assert 0 < clean_ba <= 1
     assert [(r["attack"], r["clean_ba"]) for r in results["results"]] == [("siba", clean_ba)]
+
+
+def test_a_surrogate_file_for_another_number_of_classes_is_a_one_line_error_before_any_output(tmp_path, capsys):
+    from siba.models import create_model, save_model
+
+    model_file = tmp_path / "seven.safetensors"
+    save_model(create_model("fastnet", 7, widths=(8, 8, 8, 8)), model_file)
+    cfg = write_config(tmp_path, smoke_config(surrogate={"model": "fastnet", "path": str(model_file)}))
+    out = tmp_path / "run"
+    expect_user_error(capsys, ["run", str(cfg), "--out", str(out), "--quiet", "--device", "cpu"],
+                      "7 classes", "10")
+    assert not out.exists()
+
+
+def test_an_all_to_all_run_relabels_every_class_to_the_next_and_judges_each_image_by_its_own_target(tmp_path):
+    import torch
+
+    from siba.data import load_dataset
+    from siba.poisoning import load_exported
+
+    raw = smoke_config(all_to_all=True, attacks={"badnets": {}}, rates=[0.1], export=True)
+    out = tmp_path / "run"
+    assert main(["run", str(write_config(tmp_path, raw)), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    victim = out / "victims" / "badnets-r0.1"
+    poison = json.loads((victim / "poison.json").read_text())
+    assert poison["target_rule"] == "all-to-all" and poison["num_poisoned"] == 500  # ⌊0.1 · 5,000⌋, any class
+    chosen, original = torch.tensor(poison["poisoned_indices"]), torch.tensor(poison["original_labels"])
+    assert len(set(original.tolist())) == 10  # every class is poisoned, the all-to-one target's too
+    clean = load_dataset("cifar10-mini").train
+    assert torch.equal(clean.labels[chosen], original)
+    exported = load_exported(victim / "poisoned")  # the poisoned set as the victim saw it, read back from PNGs
+    assert torch.equal(exported.labels[chosen], (original + 1) % 10)
+    rest = torch.ones(len(clean), dtype=torch.bool)
+    rest[chosen] = False
+    assert torch.equal(exported.labels[rest], clean.labels[rest])
+    assert torch.equal(exported.images[rest], clean.images[rest])
+    assert (exported.images[chosen] != clean.images[chosen]).flatten(1).any(1).all()
+    ev = json.loads((victim / "eval.json").read_text())
+    assert ev["n_attacked"] == ev["n_test"] == 1000  # every test image, towards (y+1) mod 10
+    assert all(a is not None for a in ev["asr_by_class"])
+    assert "all-to-all" in (out / "report.md").read_text()
