@@ -2,16 +2,17 @@
 
     python bench/trigger_convergence.py --surrogate RUN/surrogate/model.safetensors \\
         [--data cifar10-mini] [--passes 40] [--alphas 0.8 0.4 0.2] [--max-images N] \\
-        [--victim-passes 5 10 20 40 --rate 0.05 --victim-epochs 60]
+        [--victim-passes 5 10 20 40 [--victim-alphas 0.8 0.05] --rate 0.05 --victim-epochs 60]
 
 Part 1 (cheap): for each step size α = a·ε, run the optimisation for ``--passes`` passes and
 record, after every pass, the mean clamped loss and the targeted success on the surrogate
 of the best trigger so far, measured on the test images not of the target class.
 
-Part 2 (``--victim-passes``, costly): for the reference step size, poison the training set
-with the trigger as it stood after each listed number of passes, train a victim with the
-given recipe, and record its attack success rate, so that "enough passes" is judged by
-the victim, not only by the surrogate.
+Part 2 (``--victim-passes``, costly): for each step size of ``--victim-alphas`` (default: the
+reference 0.8, else the first of ``--alphas``), poison the training set with the trigger as it
+stood after each listed number of passes, train a victim with the given recipe, and record its
+attack success rate, so that "enough passes" and "which step" are judged by the victim, not only
+by the surrogate.
 
 Prints tables and writes ``results/trigger_convergence_<data>.json`` and a PNG of the curves.
 """
@@ -53,7 +54,10 @@ def main() -> None:
     ap.add_argument("--max-images", type=int, default=None, help="optimise on a seeded subset of the training set")
     ap.add_argument("--target", type=int, default=0)
     ap.add_argument("--victim-passes", type=int, nargs="*", default=[],
-                    help="train a victim on the trigger after each of these pass counts (reference step size)")
+                    help="train a victim on the trigger after each of these pass counts")
+    ap.add_argument("--victim-alphas", type=float, nargs="+", default=None,
+                    help="the step sizes (of --alphas) whose triggers victims are trained on "
+                         "(default: 0.8 if among --alphas, else the first)")
     ap.add_argument("--rate", type=float, default=0.05, help="poisoning rate of the victims")
     ap.add_argument("--victim-model", default="fastnet")
     ap.add_argument("--victim-widths", type=int, nargs=4, default=[16, 32, 64, 128])
@@ -64,6 +68,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.victim_alphas is None:
+        args.victim_alphas = [0.8 if any(abs(a - 0.8) < 1e-9 for a in args.alphas) else args.alphas[0]]
+    unknown = [a for a in args.victim_alphas if not any(abs(a - b) < 1e-9 for b in args.alphas)]
+    if unknown:
+        ap.error(f"--victim-alphas {' '.join(f'{a:g}' for a in unknown)} not among --alphas")
+    if any(p < 1 or p > args.passes for p in args.victim_passes):
+        ap.error(f"--victim-passes must lie in 1..{args.passes} (--passes)")
     setup_threads()
     device = pick_device(args.device)
     eps = parse_number(args.eps, "eps")
@@ -85,7 +96,7 @@ def main() -> None:
         return hits / len(test_x)
 
     curves: dict[str, list[dict]] = {}
-    snapshots_ref = {}
+    snapshots = {}
     for a in args.alphas:
         t0 = time.perf_counter()
         res = optimize_trigger(surrogate, train_set.images, train_set.labels, k=args.k, eps=eps, alpha=a * eps,
@@ -98,8 +109,8 @@ def main() -> None:
             d, m = res.snapshots[h["pass"]]
             rows.append({**h, "test_success_best": surrogate_success(d, m)})
         curves[f"{a:g}"] = rows
-        if abs(a - 0.8) < 1e-9 or not snapshots_ref:
-            snapshots_ref = res.snapshots
+        if any(abs(a - b) < 1e-9 for b in args.victim_alphas):
+            snapshots[a] = res.snapshots
         print(f"alpha {a:g}·eps: {wall:.0f} s for {args.passes} passes over {len(train_set)} images")
         for r in rows:
             if r["pass"] in (1, 2, 5, 10, 20, 40, 80, 200) or r["pass"] == args.passes:
@@ -107,10 +118,8 @@ def main() -> None:
                       f"test success of best {r['test_success_best']:.4f}")
 
     victims = []
-    for p in args.victim_passes:
-        if p not in snapshots_ref:
-            continue
-        d, m = snapshots_ref[p]
+    for a, p in [(a, p) for a in snapshots for p in args.victim_passes]:
+        d, m = snapshots[a][p]
         trig = Trigger(d.cpu(), m.cpu(), eps=eps, k=args.k, num_classes=data.num_classes, target=args.target)
         poisoned = poison_dataset(data.train, trig, args.rate, seed=args.seed)
         torch.manual_seed(args.seed)
@@ -121,9 +130,9 @@ def main() -> None:
         t0 = time.perf_counter()
         train(model, poisoned.data, None, cfg, device=device, log=lambda s: None)
         ev = evaluate_attack(model, data.test, trig, device=device)
-        victims.append({"passes": p, "rate": args.rate, "ba": ev["ba"], "asr": ev["asr"],
+        victims.append({"alpha": a, "passes": p, "rate": args.rate, "ba": ev["ba"], "asr": ev["asr"],
                         "asr_quantized": ev["asr_quantized"], "wall_s": round(time.perf_counter() - t0, 1)})
-        print(f"victim on the trigger after {p} passes: BA {ev['ba']:.4f}  ASR {ev['asr']:.4f}")
+        print(f"victim on the trigger of alpha {a:g}·eps after {p} passes: BA {ev['ba']:.4f}  ASR {ev['asr']:.4f}")
 
     name = Path(str(args.data)).name
     out = Path(args.out) if args.out else ROOT / "results" / f"trigger_convergence_{name}.json"

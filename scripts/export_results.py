@@ -1,6 +1,6 @@
 """Copy the results of a `siba run` folder into results/<name>/ for the repository.
 
-    python scripts/export_results.py RUN_DIR results/cifar10-cpu [--rate R]
+    python scripts/export_results.py RUN_DIR results/cifar10-cpu [--rate R] [--merge]
 
 Writes one JSON per attack at rate R (default: the lowest rate at which SIBA's ASR reaches
 90%, else the highest rate run), with the keys attack, rate, ba, asr, clean_ba, train_acc,
@@ -9,6 +9,9 @@ metrics.csv) and the machine (--machine, else the one already in the file), and 
 with every (attack, rate) row of the run (each with its curve), plus a copy of the run's report and charts.
 A run without a clean baseline of its own (``clean_baseline: false``) can be given the clean BA
 measured elsewhere with ``--clean-ba 0.8839``; it fills the rows' empty ``clean_ba``.
+``--merge`` keeps the rows of the folder's rate_sweep.json that the run does not have (a run folder
+of a later session that holds only the new cells); the run's own rows replace those of the same
+(attack, rate), and the rate is chosen over the merged rows.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def main() -> None:
     ap.add_argument("--machine", default=None, help="where the run ran, e.g. '2-core Intel Xeon, torch 2.13 CPU'")
     ap.add_argument("--clean-ba", type=float, default=None,
                     help="the clean model's BA (a fraction) for rows whose run had no clean baseline")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of OUT/rate_sweep.json that the run does not have")
     a = ap.parse_args()
     if a.clean_ba is not None and not 0 < a.clean_ba <= 1:
         ap.error("--clean-ba must be a fraction in (0, 1]")
@@ -53,30 +58,42 @@ def main() -> None:
     if a.clean_ba is not None:
         for r in rows:
             r["clean_ba"] = r.get("clean_ba") or a.clean_ba
-    rates = sorted({r["rate"] for r in rows})
+    own = [with_curve(a.run, r) for r in rows]
+    swept = own
+    old_sweep = a.out / "rate_sweep.json"
+    before = json.loads(old_sweep.read_text()) if a.merge and old_sweep.is_file() else {}
+    if before:
+        have = {(r["attack"], r["rate"]) for r in rows}
+        kept = [r for r in before["rows"] if (r["attack"], r["rate"]) not in have]
+        swept = sorted(kept + own, key=lambda r: (r["rate"], r["attack"]))
+    rates = sorted({r["rate"] for r in swept})
     rate = a.rate
     if rate is None:
-        good = [r["rate"] for r in rows if r["attack"] == "siba" and r["asr"] >= a.threshold]
+        good = [r["rate"] for r in swept if r["attack"] == "siba" and r["asr"] >= a.threshold]
         rate = min(good) if good else max(rates)
     a.out.mkdir(parents=True, exist_ok=True)
-    for r in rows:
-        if abs(r["rate"] - rate) < 1e-12:
-            path = a.out / f"{r['attack']}.json"
+    for row in own:
+        if abs(row["rate"] - rate) < 1e-12:
+            path = a.out / f"{row['attack']}.json"
             old = json.loads(path.read_text()) if path.is_file() else {}
-            row = with_curve(a.run, r)
-            row["machine"] = a.machine or old.get("machine")
-            path.write_text(json.dumps(row, indent=2) + "\n")
-    sweep = {"data": results.get("data"), "train_images": results.get("train_images"),
-             "surrogate": results.get("surrogate"), "clean": results.get("clean"), "chosen_rate": rate,
-             "siba_reaches": a.threshold, "rows": [with_curve(a.run, r) for r in rows],
+            path.write_text(json.dumps({**row, "machine": a.machine or old.get("machine")}, indent=2) + "\n")
+    run_info = {k: results.get(k) or before.get(k) for k in ("data", "train_images", "surrogate", "clean")}
+    sweep = {**run_info, "chosen_rate": rate, "siba_reaches": a.threshold, "rows": swept,
              "command": results.get("command")}
     (a.out / "rate_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
-    for extra in ["report.md", "asr_vs_rate.png", *(p.name for p in a.run.glob("asr_during_training_*.png"))]:
-        if (a.run / extra).is_file():
-            shutil.copyfile(a.run / extra, a.out / extra)
-    for trig in (a.run / "triggers").glob("*/trigger.png"):
-        (a.out / "triggers" / trig.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(trig, a.out / "triggers" / trig.parent.name / "trigger.png")
+    if before:  # the run's report and charts show only its own rows: the folder's are kept
+        print("merged: report.md and the charts left as they were (scripts/plot_rate_sweeps.py draws the sweep)")
+    else:
+        for extra in ["report.md", "asr_vs_rate.png", *(p.name for p in a.run.glob("asr_during_training_*.png"))]:
+            if (a.run / extra).is_file():
+                shutil.copyfile(a.run / extra, a.out / extra)
+        for trig in (a.run / "triggers").glob("*/trigger.png"):
+            (a.out / "triggers" / trig.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(trig, a.out / "triggers" / trig.parent.name / "trigger.png")
+    stale = [p.name for p in sorted(a.out.glob("*.json"))
+             if p.name != "rate_sweep.json" and abs(json.loads(p.read_text()).get("rate", rate) - rate) > 1e-12]
+    if stale:
+        print(f"note: {', '.join(stale)} in {a.out} are at another rate than {rate:g}")
     print(f"rate {rate:g}: wrote {sorted(p.name for p in a.out.glob('*.json'))} to {a.out}")
 
 

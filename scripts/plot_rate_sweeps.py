@@ -6,7 +6,7 @@ Each (attack, file) pair becomes a line named ``attack`` or ``attack LABEL``; th
 the 90% ASR goal. Used for results/cifar10-cpu-strong/asr_vs_rate_both.png:
 
     python scripts/plot_rate_sweeps.py results/cifar10-cpu-strong/asr_vs_rate_both.png \\
-        results/cifar10-cpu/rate_sweep.json="(small)" results/cifar10-cpu-strong/rate_sweep.json="(strong)"
+        results/cifar10-cpu-small/rate_sweep.json="(small)" results/cifar10-cpu-strong/rate_sweep.json="(strong)"
 """
 
 from __future__ import annotations

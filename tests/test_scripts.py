@@ -93,6 +93,50 @@ def test_export_results_picks_the_lowest_rate_where_siba_reaches_90_and_fills_th
         ex.main()
 
 
+def test_export_results_merge_keeps_the_rows_a_later_run_folder_lacks(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from siba.experiments.pipeline import victim_dir
+
+    ex = _load("export_results")
+    out = tmp_path / "results"
+
+    def run_with(name, cells):
+        run = tmp_path / name
+        rows = [{"attack": a, "rate": r, "ba": 0.87, "asr": asr, "train_acc": 0.99, "command": f"{name} {a}@{r}"}
+                for a, r, asr in cells]
+        for r in rows:
+            folder = victim_dir(run, r["attack"], r["rate"])
+            folder.mkdir(parents=True)
+            (folder / "metrics.csv").write_text("epoch,train_acc,asr,wall_s\n1,0.9,0.5,10\n")
+        (run / "results.json").write_text(json.dumps({"data": "d", "surrogate": {"path": "s"}, "results": rows}))
+        (run / "report.md").write_text(f"# {name}\n")
+        return run
+
+    first = run_with("first", [("siba", 0.01, 0.5), ("siba", 0.05, 0.87), ("sparse", 0.05, 0.99)])
+    monkeypatch.setattr(sys, "argv", ["export_results.py", str(first), str(out), "--machine", "m1"])
+    ex.main()
+    assert json.loads((out / "siba.json").read_text())["rate"] == 0.05  # 90% at no rate: the highest
+    # a later session's run folder with only the new cells, and a corrected SIBA at 1%
+    later = run_with("later", [("siba", 0.01, 0.95), ("random", 0.05, 0.02)])
+    monkeypatch.setattr(sys, "argv", ["export_results.py", str(later), str(out), "--merge", "--machine", "m2"])
+    ex.main()
+    sweep = json.loads((out / "rate_sweep.json").read_text())
+    assert [(r["attack"], r["rate"], r["asr"]) for r in sweep["rows"]] == [
+        ("siba", 0.01, 0.95), ("random", 0.05, 0.02), ("siba", 0.05, 0.87), ("sparse", 0.05, 0.99)]
+    assert sweep["chosen_rate"] == 0.01 and sweep["surrogate"] == {"path": "s"}
+    siba = json.loads((out / "siba.json").read_text())
+    assert siba["rate"] == 0.01 and siba["asr"] == 0.95 and siba["machine"] == "m2"
+    assert "sparse.json" in capsys.readouterr().out  # left at 5%: said so
+    assert (out / "report.md").read_text() == "# first\n"  # the merged folder keeps its report
+    # without --merge the folder is the run's alone
+    monkeypatch.setattr(sys, "argv", ["export_results.py", str(later), str(out)])
+    ex.main()
+    assert len(json.loads((out / "rate_sweep.json").read_text())["rows"]) == 2
+    assert (out / "report.md").read_text() == "# later\n"
+
+
 def test_plot_rate_sweeps_draws_one_line_per_attack_and_sweep(tmp_path, capsys):
     import json
 
