@@ -39,6 +39,12 @@ def with_curve(run: Path, r: dict) -> dict:
     return {**{k: r.get(k) for k in KEYS}, "curve": curve(victim_dir(run, r["attack"], r["rate"]) / "metrics.csv")}
 
 
+def _read(path: Path) -> dict:
+    """A JSON file's object, or ``{}`` for a missing file or one that holds no object."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    return data if isinstance(data, dict) else {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
@@ -58,7 +64,7 @@ def main() -> None:
     if a.clean_ba is not None:
         for r in rows:
             r["clean_ba"] = r.get("clean_ba") or a.clean_ba
-    own = [with_curve(a.run, r) for r in rows]
+    own = [{**with_curve(a.run, r), **({"machine": a.machine} if a.machine else {})} for r in rows]
     swept = own
     old_sweep = a.out / "rate_sweep.json"
     before = json.loads(old_sweep.read_text()) if a.merge and old_sweep.is_file() else {}
@@ -72,14 +78,18 @@ def main() -> None:
         good = [r["rate"] for r in swept if r["attack"] == "siba" and r["asr"] >= a.threshold]
         rate = min(good) if good else max(rates)
     a.out.mkdir(parents=True, exist_ok=True)
-    for row in own:
+    for row in swept:
         if abs(row["rate"] - rate) < 1e-12:
             path = a.out / f"{row['attack']}.json"
-            old = json.loads(path.read_text()) if path.is_file() else {}
-            path.write_text(json.dumps({**row, "machine": a.machine or old.get("machine")}, indent=2) + "\n")
-    run_info = {k: results.get(k) or before.get(k) for k in ("data", "train_images", "surrogate", "clean")}
-    sweep = {**run_info, "chosen_rate": rate, "siba_reaches": a.threshold, "rows": swept,
-             "command": results.get("command")}
+            old = _read(path)
+            same_cell = old.get("attack") == row["attack"] and old.get("rate") == row["rate"]
+            machine = row.get("machine") or (old.get("machine") if same_cell else None)
+            path.write_text(json.dumps({**row, "machine": machine}, indent=2) + "\n")
+    # a merged folder keeps the run-level record (data, surrogate, clean baseline) it had: the later
+    # run folder may hold only a few cells; each row says its own clean_ba, command and machine
+    keys = ("data", "train_images", "surrogate", "clean", "command")
+    run_info = {k: before.get(k) for k in keys} if before else {k: results.get(k) for k in keys}
+    sweep = {**run_info, "chosen_rate": rate, "siba_reaches": a.threshold, "rows": swept}
     (a.out / "rate_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
     if before:  # the run's report and charts show only its own rows: the folder's are kept
         print("merged: report.md and the charts left as they were (scripts/plot_rate_sweeps.py draws the sweep)")
@@ -91,7 +101,8 @@ def main() -> None:
             (a.out / "triggers" / trig.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(trig, a.out / "triggers" / trig.parent.name / "trigger.png")
     stale = [p.name for p in sorted(a.out.glob("*.json"))
-             if p.name != "rate_sweep.json" and abs(json.loads(p.read_text()).get("rate", rate) - rate) > 1e-12]
+             if p.name != "rate_sweep.json" and isinstance(_read(p).get("rate"), (int, float))
+             and abs(_read(p)["rate"] - rate) > 1e-12]
     if stale:
         print(f"note: {', '.join(stale)} in {a.out} are at another rate than {rate:g}")
     print(f"rate {rate:g}: wrote {sorted(p.name for p in a.out.glob('*.json'))} to {a.out}")

@@ -160,3 +160,24 @@ def test_export_under_a_file_is_a_one_line_error(tmp_path, data):
     with pytest.raises(SibaError, match="is not a folder"):
         export_poisoned(p, tmp_path / "file")
     assert [x.name for x in tmp_path.iterdir()] == ["file"] and (tmp_path / "file").read_text() == "x"
+
+
+def test_a_failed_final_rename_puts_back_the_empty_out_folder(tmp_path, data, monkeypatch):
+    from pathlib import Path
+
+    trig = create_attack("badnets", size=2).generate(data)
+    p = poison_dataset(data, trig, 0.1)
+    out = tmp_path / "empty"
+    out.mkdir()  # removed just before the rename, so the rename's failure must restore it
+    real_rename = Path.rename
+
+    def failing_rename(self, target):
+        if Path(target) == out:
+            raise OSError(18, "Invalid cross-device link")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(SibaError, match="could not write the poisoned set"):
+        export_poisoned(p, out)
+    assert out.is_dir() and not any(out.iterdir())
+    assert [x.name for x in tmp_path.iterdir()] == ["empty"]  # and the temporary tree is gone

@@ -110,7 +110,9 @@ def test_export_results_merge_keeps_the_rows_a_later_run_folder_lacks(tmp_path, 
             folder = victim_dir(run, r["attack"], r["rate"])
             folder.mkdir(parents=True)
             (folder / "metrics.csv").write_text("epoch,train_acc,asr,wall_s\n1,0.9,0.5,10\n")
-        (run / "results.json").write_text(json.dumps({"data": "d", "surrogate": {"path": "s"}, "results": rows}))
+        clean = {"test_acc": 0.88 if name == "first" else 0.5}
+        (run / "results.json").write_text(json.dumps({"data": "d", "surrogate": {"path": "s"}, "clean": clean,
+                                                      "results": rows}))
         (run / "report.md").write_text(f"# {name}\n")
         return run
 
@@ -126,9 +128,12 @@ def test_export_results_merge_keeps_the_rows_a_later_run_folder_lacks(tmp_path, 
     assert [(r["attack"], r["rate"], r["asr"]) for r in sweep["rows"]] == [
         ("siba", 0.01, 0.95), ("random", 0.05, 0.02), ("siba", 0.05, 0.87), ("sparse", 0.05, 0.99)]
     assert sweep["chosen_rate"] == 0.01 and sweep["surrogate"] == {"path": "s"}
+    assert sweep["clean"] == {"test_acc": 0.88}  # the folder's own run-level record, not the later run's
     siba = json.loads((out / "siba.json").read_text())
     assert siba["rate"] == 0.01 and siba["asr"] == 0.95 and siba["machine"] == "m2"
-    assert "sparse.json" in capsys.readouterr().out  # left at 5%: said so
+    note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert note == [f"note: sparse.json in {out} are at another rate than 0.01"]  # left at 5%: said so
+    assert [r.get("machine") for r in sweep["rows"]] == ["m2", "m2", "m1", "m1"]  # each row says where it ran
     assert (out / "report.md").read_text() == "# first\n"  # the merged folder keeps its report
     # without --merge the folder is the run's alone
     monkeypatch.setattr(sys, "argv", ["export_results.py", str(later), str(out)])

@@ -90,10 +90,19 @@ def bf16_is_fast(device: torch.device) -> bool:
     return False
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def check_precision(precision: Any) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line error."""
+    if precision not in PRECISIONS:
+        raise SibaError(f"unknown precision {precision!r} (use auto, bf16 or fp32)")
+    return precision
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """Map ``auto``/``bf16``/``fp32`` to what will actually run on ``device``."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise SibaError(f"unknown precision {precision!r} (use auto, bf16 or fp32)")
+    check_precision(precision)
     if precision == "auto":
         return "bf16" if bf16_is_fast(device) else "fp32"
     return precision

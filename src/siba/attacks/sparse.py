@@ -20,6 +20,7 @@ from torch import nn
 
 from ..data.dataset import ImageSet
 from ..errors import SibaError
+from ..runtime import check_precision
 from .base import Attack, register_attack
 from .optimize import MASK_RULES, float32_at_most, optimize_trigger, random_mask
 from .trigger import Trigger
@@ -102,8 +103,7 @@ class _Optimised(_SparseFamily):
             raise SibaError(f"unknown mask rule {mask_rule!r} (use {' or '.join(MASK_RULES)})")
         if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
             raise SibaError(f"max_images must be a whole number ≥ 1, got {max_images!r}")
-        if precision not in ("auto", "bf16", "fp32"):
-            raise SibaError(f"unknown precision {precision!r} (use auto, bf16 or fp32)")
+        check_precision(precision)
         self.passes, self.remask_every, self.batch_size = passes, remask_every, batch_size
         self.mask_rule, self.max_images, self.precision = mask_rule, max_images, precision
 

@@ -33,6 +33,7 @@ from ..errors import SibaError
 from ..models import MODELS, create_model
 from ..poisoning import check_rate
 from ..training import TrainConfig
+from ..training.trainer import whole_number
 
 TOP_KEYS = {"name", "data", "image_size", "seed", "device", "target", "all_to_all", "rates", "rate", "surrogate",
             "victim", "attacks", "clean_baseline", "export", "track_asr", "precision", "description"}
@@ -127,11 +128,10 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise SibaError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP_KEYS))}")
-    seed = raw.get("seed", 0)
-    if isinstance(seed, str) and seed.strip().lstrip("-").isdigit():
-        seed = int(seed)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise SibaError(f"{source}: seed must be a whole number, got {seed!r}")
+    try:
+        seed = whole_number(raw.get("seed", 0), "seed")
+    except SibaError as exc:
+        raise SibaError(f"{source}: {exc}") from None
     image_size = raw.get("image_size")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise SibaError(f"{source}: image_size must be null or a number of pixels ≥ 1, got {image_size!r}")

@@ -25,8 +25,8 @@ from ..data.dataset import ImageSet
 from ..data.loader import DeviceLoader
 from ..errors import SibaError
 from ..models import load_state, model_spec, save_model
-from ..runtime import (atomic_path, autocast, load_tensors, pick_device, resolve_precision, save_tensors,
-                       setup_threads, write_json)
+from ..runtime import (atomic_path, autocast, check_precision, load_tensors, pick_device, resolve_precision,
+                       save_tensors, setup_threads, write_json)
 
 
 _FLOATS = ("lr", "momentum", "weight_decay", "gamma", "warmup", "label_smoothing")
@@ -44,10 +44,12 @@ def _number(value: Any, name: str) -> float:
     return out if isinstance(value, str) else value
 
 
-def _whole(value: Any, name: str) -> int:
-    """An int from an int or a string holding a whole number (``"100"``, ``"1e2"``)."""
+def whole_number(value: Any, name: str) -> int:
+    """An int from an int, a whole float (``1.0``) or a string holding a whole number (``"100"``, ``"1e2"``)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, str):
         try:
             return int(value)
@@ -96,11 +98,11 @@ class TrainConfig:
             if f.name in _FLOATS:
                 setattr(self, f.name, _number(value, f.name))
             elif f.name in _INTS:
-                setattr(self, f.name, _whole(value, f.name))
+                setattr(self, f.name, whole_number(value, f.name))
         if self.milestones is not None:
             if not isinstance(self.milestones, (list, tuple)):
                 raise SibaError(f"milestones must be a list of epochs, got {self.milestones!r}")
-            self.milestones = [_whole(m, "milestones") for m in self.milestones]
+            self.milestones = [whole_number(m, "milestones") for m in self.milestones]
             if any(m < 0 for m in self.milestones):
                 raise SibaError(f"milestones must be epochs ≥ 0, got {self.milestones}")
         if self.epochs < 0:
@@ -119,8 +121,7 @@ class TrainConfig:
             raise SibaError(f"gamma (the step schedule's lr factor) must be positive, got {self.gamma}")
         if not 0 <= self.warmup <= 1:
             raise SibaError(f"warmup (the one-cycle share of steps rising to lr) must be in [0, 1], got {self.warmup}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise SibaError(f"unknown precision {self.precision!r} (use auto, bf16 or fp32)")
+        check_precision(self.precision)
         if not 0 <= self.label_smoothing < 1:
             raise SibaError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.crop_pad < 0:
