@@ -68,9 +68,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    def among(a: float, values: list[float]) -> bool:
+        return any(abs(a - b) < 1e-9 for b in values)
+
     if args.victim_alphas is None:
-        args.victim_alphas = [0.8 if any(abs(a - 0.8) < 1e-9 for a in args.alphas) else args.alphas[0]]
-    unknown = [a for a in args.victim_alphas if not any(abs(a - b) < 1e-9 for b in args.alphas)]
+        args.victim_alphas = [0.8 if among(0.8, args.alphas) else args.alphas[0]]
+    unknown = [a for a in args.victim_alphas if not among(a, args.alphas)]
     if unknown:
         ap.error(f"--victim-alphas {' '.join(f'{a:g}' for a in unknown)} not among --alphas")
     if any(p < 1 or p > args.passes for p in args.victim_passes):
@@ -109,7 +112,7 @@ def main() -> None:
             d, m = res.snapshots[h["pass"]]
             rows.append({**h, "test_success_best": surrogate_success(d, m)})
         curves[f"{a:g}"] = rows
-        if any(abs(a - b) < 1e-9 for b in args.victim_alphas):
+        if among(a, args.victim_alphas):
             snapshots[a] = res.snapshots
         print(f"alpha {a:g}·eps: {wall:.0f} s for {args.passes} passes over {len(train_set)} images")
         for r in rows:

@@ -100,9 +100,8 @@ def main() -> None:
         for trig in (a.run / "triggers").glob("*/trigger.png"):
             (a.out / "triggers" / trig.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(trig, a.out / "triggers" / trig.parent.name / "trigger.png")
-    stale = [p.name for p in sorted(a.out.glob("*.json"))
-             if p.name != "rate_sweep.json" and isinstance(_read(p).get("rate"), (int, float))
-             and abs(_read(p)["rate"] - rate) > 1e-12]
+    rates_now = {p.name: _read(p).get("rate") for p in sorted(a.out.glob("*.json")) if p.name != "rate_sweep.json"}
+    stale = [name for name, r in rates_now.items() if isinstance(r, (int, float)) and abs(r - rate) > 1e-12]
     if stale:
         print(f"note: {', '.join(stale)} in {a.out} are at another rate than {rate:g}")
     print(f"rate {rate:g}: wrote {sorted(p.name for p in a.out.glob('*.json'))} to {a.out}")

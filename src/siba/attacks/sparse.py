@@ -79,8 +79,10 @@ class _SparseFamily(Attack):
         _check_k_fits(self._k(image_shape), image_shape)
 
     def _trigger(self, delta: torch.Tensor, mask: torch.Tensor, train_set: ImageSet, k: int, **meta: Any) -> Trigger:
+        record = self._meta(**meta)
+        record["params"]["k"] = k  # the budget used (TUAP's is H×W, whatever k it was given)
         return Trigger(delta.cpu(), mask.cpu(), eps=self.eps, k=k, num_classes=train_set.num_classes,
-                       target=self.target, target_rule=self.target_rule, meta=self._meta(**meta))
+                       target=self.target, target_rule=self.target_rule, meta=record)
 
 
 class _Optimised(_SparseFamily):
@@ -156,11 +158,6 @@ class TUAP(_Optimised):
 
     def _k(self, shape: tuple[int, int, int]) -> int:
         return shape[1] * shape[2]
-
-    def _trigger(self, delta: torch.Tensor, mask: torch.Tensor, train_set: ImageSet, k: int, **meta: Any) -> Trigger:
-        trig = super()._trigger(delta, mask, train_set, k, **meta)
-        trig.meta["params"]["k"] = k  # the k it used (H×W, as in the trigger's "k"), not the ignored setting
-        return trig
 
 
 @register_attack

@@ -48,19 +48,14 @@ def whole_number(value: Any, name: str) -> int:
     """An int from an int, a whole float (``1.0``) or a string holding a whole number (``"100"``, ``"1e2"``)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    number = value
     if isinstance(value, str):
         try:
-            return int(value)
+            number = float(value)
         except ValueError:
             pass
-        try:
-            out = float(value)
-        except ValueError:
-            out = math.nan
-        if math.isfinite(out) and out == int(out):
-            return int(out)
+    if isinstance(number, float) and number.is_integer():
+        return int(number)
     raise SibaError(f"{name} must be a whole number, got {value!r}")
 
 
