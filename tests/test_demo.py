@@ -32,7 +32,7 @@ def test_demo_config_plants_a_working_sparse_invisible_backdoor(tmp_path):
     assert siba["asr"] > 0.8
     assert siba["asr_quantized"] > 0.8  # as the exported 8-bit images carry it
     # and it is within its budgets
-    assert siba["l0_max"] <= 100 and siba["l0_quantized"] <= 100
+    assert siba["l0_max"] <= 100 and siba["l0_max_quantized"] <= 100
     assert siba["linf"] <= 8 / 255 + 1e-6 and siba["linf_quantized"] <= 8 / 255 + 1e-6
     assert siba["ssim"] > 0.95
     report = (out / "report.md").read_text()

@@ -108,13 +108,27 @@ def test_evaluate_attack_counts_only_non_target_images():
 
 
 def test_badnets_stealth_numbers():
+    """Images whose bottom-right 3×3 corner is the inverse of the checkerboard: the patch moves each of
+    its 9 pixels, in every channel, from black to white or back, so L0 = 9 and L∞ = 1 exactly."""
+    from siba.attacks import checkerboard
+    from siba.data import ImageSet
     from tests.conftest import make_set
 
-    data = make_set(16, classes=4, size=32)
+    base = make_set(16, classes=4, size=32)
+    images = base.images.clone()
+    images[:, :, -3:, -3:] = ((1 - checkerboard(3)) * 255).to(torch.uint8)
+    data = ImageSet(images, base.labels, base.classes)
     trig = create_attack("badnets").generate(data)
     ev = evaluate_attack(None, data, trig)
-    assert ev["l0_max"] <= 9 and ev["l0"] > 4
-    assert "asr" not in ev and math.isfinite(ev["ssim"])
+    assert ev["l0"] == 9.0 and ev["l0_max"] == 9 and ev["linf"] == 1.0
+    assert ev["l0_max_quantized"] == 9 and ev["linf_quantized"] == 1.0  # the 8-bit poisoned images too
+    # mean squared error 27/3072 (27 channel values change by 1 of 3×32×32) for every image
+    assert ev["psnr"] == pytest.approx(10 * math.log10(3072 / 27), abs=1e-4)
+    assert "asr" not in ev and 0 < ev["ssim"] < 1
+    # an image whose corner already is the patch is not changed at all
+    images[:, :, -3:, -3:] = (checkerboard(3) * 255).to(torch.uint8)
+    same = evaluate_attack(None, ImageSet(images, base.labels, base.classes), trig)
+    assert same["l0"] == 0 and same["linf"] == 0 and same["psnr"] == 100.0 and same["ssim"] == pytest.approx(1.0)
 
 
 def test_evaluate_attack_reports_the_asr_of_each_source_class():

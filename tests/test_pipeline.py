@@ -95,15 +95,38 @@ def test_run_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_base(tmp_path_factory):
+    """One smoke run, made once per module; a test that changes a run works on its own copy (smoke_run)."""
     out = tmp_path_factory.mktemp("smoke") / "run"
-    rc = main(["run", str(CONFIGS / "smoke.yaml"), "--out", str(out), "--quiet", "--device", "cpu"])
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SIBA_CACHE", str(tmp_path_factory.getbasetemp() / "siba-cache"))
+    try:
+        rc = main(["run", str(CONFIGS / "smoke.yaml"), "--out", str(out), "--quiet", "--device", "cpu"])
+    finally:
+        mp.undo()
     assert rc == 0
     return out
 
 
-def test_smoke_run_writes_every_artifact(smoke_run):
-    out = smoke_run
+@pytest.fixture
+def smoke_run(smoke_base, tmp_path):
+    """A private copy of the smoke run: the tests that rerun, prune or extend it pass in any order."""
+    out = tmp_path / "run"
+    shutil.copytree(smoke_base, out)
+    return out
+
+
+def _saved_model(path: Path):
+    """A model as the pipeline held it when it measured it (channels_last, as training leaves it)."""
+    import torch
+
+    from siba.models import load_model
+
+    return load_model(path, "cpu").to(memory_format=torch.channels_last)
+
+
+def test_smoke_run_writes_every_artifact(smoke_base):
+    out = smoke_base
     for rel in ("config.json", "surrogate/model.safetensors", "surrogate/metrics.csv", "triggers/siba/trigger.png",
                 "triggers/siba/trigger.safetensors", "triggers/badnets/trigger.json", "victims/siba-r0.05/eval.json",
                 "victims/siba-r0.05/poison.json", "victims/badnets-r0.05/model.safetensors", "results.json",
@@ -115,13 +138,41 @@ def test_smoke_run_writes_every_artifact(smoke_run):
     for r in rows.values():
         assert {"attack", "rate", "ba", "asr", "clean_ba", "train_acc", "l0", "linf", "ssim", "psnr", "wall_s",
                 "command"} <= set(r)
-        assert 0 <= r["ba"] <= 1 and 0 <= r["asr"] <= 1 and r["rate"] == 0.05
+        assert r["rate"] == 0.05 and r["num_poisoned"] == 250
     assert rows["siba"]["l0_max"] <= 100 and rows["siba"]["linf"] <= 8 / 255 + 1e-6
-    assert rows["siba"]["l0_quantized"] <= 100 and rows["siba"]["linf_quantized"] <= 8 / 255 + 1e-6
+    assert rows["siba"]["l0_max_quantized"] <= 100 and rows["siba"]["linf_quantized"] <= 8 / 255 + 1e-6
     poison = json.loads((out / "victims/siba-r0.05/poison.json").read_text())
     assert poison["num_poisoned"] == 250 and len(poison["poisoned_indices"]) == 250
     report = (out / "report.md").read_text()
     assert "| siba | 5% |" in report and "triggers/siba/trigger.png" in report
+
+
+def test_smoke_results_are_what_the_saved_victims_and_triggers_give(smoke_base):
+    """Every number of a results row, recomputed from the files the run saved: the victim's weights, the
+    trigger and the seeded poisoned set (the same device and precision, so equal to the last bit)."""
+    from siba.attacks import load_trigger
+    from siba.data import load_dataset
+    from siba.metrics import evaluate_attack
+    from siba.poisoning import poison_dataset
+    from siba.training import accuracy, predict
+
+    data = load_dataset("cifar10-mini")
+    rows = {r["attack"]: r for r in json.loads((smoke_base / "results.json").read_text())["results"]}
+    for name, row in rows.items():
+        victim = smoke_base / "victims" / f"{name}-r0.05"
+        model = _saved_model(victim / "model.safetensors")
+        mark = load_trigger(smoke_base / "triggers" / name / "trigger.safetensors")
+        ev = evaluate_attack(model, data.test, mark, device="cpu")
+        for key in ("ba", "asr", "asr_quantized", "asr_by_class", "n_attacked", "l0", "l0_max", "linf", "ssim",
+                    "psnr", "l0_max_quantized", "linf_quantized"):
+            assert row[key] == ev[key], (name, key)
+        assert json.loads((victim / "eval.json").read_text()) == row
+        poisoned = poison_dataset(data.train, mark, 0.05, seed=0)
+        assert poisoned.indices.tolist() == json.loads((victim / "poison.json").read_text())["poisoned_indices"]
+        assert row["train_acc"] == accuracy(model, poisoned.data)
+        hits = predict(model, poisoned.data.images[poisoned.indices]).cpu() == poisoned.data.labels[poisoned.indices]
+        assert row["poison_fit"] == hits.float().mean().item()
+    assert rows["badnets"]["l0_max"] == 9 and rows["badnets"]["linf"] == 1.0  # the 3×3 black-and-white patch
 
 
 def test_second_run_resumes_and_redoes_only_what_is_missing(smoke_run, capsys):
@@ -207,7 +258,11 @@ def test_a_clean_baseline_trained_later_gives_its_ba_to_the_finished_victims(smo
     assert "[clean] training" in capsys.readouterr().err
     results = json.loads((smoke_run / "results.json").read_text())
     clean_ba = results["clean"]["test_acc"]
-    assert 0 < clean_ba <= 1
+    from siba.data import load_dataset
+    from siba.training import accuracy
+
+    clean_model = _saved_model(smoke_run / "clean" / "model.safetensors")  # the clean BA is its test accuracy
+    assert clean_ba == accuracy(clean_model, load_dataset("cifar10-mini").test)
     assert [(r["attack"], r["clean_ba"]) for r in results["results"]] == [("siba", clean_ba)]
 
 

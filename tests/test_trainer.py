@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +16,7 @@ from siba.errors import SibaError
 from siba.models import ImageClassifier, create_model, load_model
 from siba.runtime import load_tensors, save_tensors
 from siba.training import TrainConfig, accuracy, predict, train
+from siba.training.trainer import REPORT_ONLY, settings_digest
 
 from .conftest import make_set
 
@@ -167,12 +168,24 @@ def test_run_writes_its_outputs(tmp_path, tiny_splits):
     assert {"epoch", "train_loss", "train_acc", "test_acc"} <= set(rows[0])
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for r, h in zip(rows, res.history):
-        assert float(r["train_loss"]) == pytest.approx(h["train_loss"], rel=1e-5)
-        assert 0 <= float(r["train_acc"]) <= 1 and 0 <= float(r["test_acc"]) <= 1
+        for key in ("train_loss", "train_acc", "test_acc"):
+            assert float(r[key]) == pytest.approx(h[key], rel=1e-5), key
+    # 64 images in batches of 16: the training accuracy counts whole images; the last epoch's test
+    # accuracy is the final model's
+    assert all((h["train_acc"] * 64).is_integer() for h in res.history)
+    assert res.history[-1]["test_acc"] == accuracy(res.model, tiny_splits.test, precision="fp32")
     assert (out / "checkpoint.safetensors").is_file()
     ck = json.loads((out / "checkpoint.json").read_text())
     assert ck["epoch"] == 2 and len(ck["history"]) == 2
     assert ck["model"]["arch"] == "fastnet" and ck["config"]["epochs"] == 2
+    # the settings that decide the result, with their digest; what only changes the report is left out
+    settings = ck["settings"]
+    assert ck["digest"] == settings_digest(settings)
+    assert settings["model"] == ck["model"] and settings["lr"] == 0.05 and settings["epochs"] == 2
+    assert settings["precision"] == "fp32" and settings["device"] == "cpu"
+    assert settings["train_data"] == tiny_splits.train.fingerprint()
+    assert settings["test_data"] == tiny_splits.test.fingerprint()
+    assert not set(REPORT_ONLY) & set(settings)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["train_images"] == 64
     assert summary["test_acc"] == pytest.approx(res.history[-1]["test_acc"])
@@ -203,7 +216,7 @@ def test_eval_every_and_callback_metrics(tiny_splits):
     assert [e for e, _ in seen] == [1, 2, 3]
     assert ["test_acc" in h for h in res.history] == [False, True, True]  # epoch 2 and the last
     assert [h["extra"] for h in res.history] == [10.0, 20.0, 30.0]
-    assert 0 <= res.summary["train_acc_clean"] <= 1
+    assert res.summary["train_acc_clean"] == accuracy(res.model, tiny_splits.train, precision="fp32")
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_splits):
@@ -311,8 +324,10 @@ def test_resume_into_a_checkpoint_of_another_architecture(tmp_path, tiny_splits)
         run(tiny_splits, tiny_config(epochs=2), out_dir=out, resume=True, model=other)
     with pytest.raises(SibaError, match="another model"):
         run(tiny_splits, tiny_config(epochs=2), out_dir=out, resume=True, model=fresh_model(widths=(8, 8, 8, 8)))
-    with pytest.raises(SibaError, match="seed or batch size"):
-        run(tiny_splits, tiny_config(epochs=2, seed=1), out_dir=out, resume=True)
+    with pytest.raises(SibaError, match="seed=0, not seed=1"):
+        run(tiny_splits, tiny_config(epochs=1, seed=1), out_dir=out, resume=True)
+    with pytest.raises(SibaError, match="batch_size=16, not batch_size=8"):
+        run(tiny_splits, tiny_config(epochs=1, batch_size=8), out_dir=out, resume=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing rewritten
 
 
@@ -325,14 +340,52 @@ def test_class_count_mismatch_and_empty_data(tiny_splits):
 
 
 def test_divergence_is_reported(tiny_splits):
-    with pytest.raises(SibaError, match="diverged"):
+    with pytest.raises(SibaError, match="diverged at epoch 1, batch"):
         run(tiny_splits, tiny_config(epochs=1, lr=1e30, schedule="constant"))
 
 
+def test_a_non_finite_batch_loss_stops_the_run_at_that_batch(tmp_path, tiny_splits):
+    """The model's 7th forward pass (epoch 1: 4 batches and 1 evaluation pass; then epoch 2, batch 2 of 4)
+    gives NaN logits: the run stops right there, says where, and leaves epoch 1's files as they were."""
+    model = fresh_model()
+    calls = []
+
+    def nan_on_the_seventh_call(module, args, output):
+        calls.append(1)
+        return output * float("nan") if len(calls) == 7 else output
+
+    model.register_forward_hook(nan_on_the_seventh_call)
+    out = tmp_path / "run"
+    with pytest.raises(SibaError) as exc:
+        run(tiny_splits, tiny_config(epochs=3), out_dir=out, model=model)
+    assert str(exc.value) == ("training diverged at epoch 2, batch 2 of 4 (the loss is not finite); lower the "
+                              "learning rate, or check the model's weights")
+    assert len(calls) == 7  # no forward pass after that batch
+    assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 1
+    with open(out / "metrics.csv", newline="") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1"]
+    assert not (out / "model.safetensors").exists() and not (out / "summary.json").exists()
+
+
+def test_nan_weights_stop_the_run_at_the_first_batch(tmp_path, tiny_splits):
+    model = fresh_model()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    out = tmp_path / "nan"
+    with pytest.raises(SibaError, match="^training diverged at epoch 1, batch 1 of 4 "):
+        run(tiny_splits, tiny_config(epochs=2), out_dir=out, model=model)
+    assert len(calls) == 1 and not out.exists()  # one batch, and nothing written
+
+
 def test_zero_epochs_evaluates_the_initial_model(tiny_splits):
-    res = run(tiny_splits, tiny_config(epochs=0))
+    res = run(tiny_splits, tiny_config(epochs=0), model=fresh_model(seed=3))
     assert res.history == []
-    assert 0 <= res.summary["test_acc"] <= 1 and not math.isnan(res.summary["test_acc"])
+    initial = fresh_model(seed=3).to(memory_format=torch.channels_last)
+    assert res.summary["test_acc"] == accuracy(initial, tiny_splits.test, precision="fp32")
+    trained = run(tiny_splits, tiny_config(epochs=0), model=fresh_model(seed=4)).summary["test_acc"]
+    assert trained != res.summary["test_acc"]  # another initial model scores otherwise on these 32 images
 
 
 @pytest.mark.slow
@@ -363,3 +416,116 @@ def test_predict_with_tta_uses_the_image_and_its_mirror():
     assert torch.equal(predict(model, images, precision="fp32"), plain)
     # the mirror image's TTA prediction is the same (the pair is the same set of two images)
     assert torch.equal(predict(model, images.flip(3), tta=True, precision="fp32"), expect)
+
+
+# --------------------------------------------------------------------------- resume checks
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+OTHER_TRAIN = make_set(64, seed=7, name="train")
+OTHER_TEST = make_set(32, seed=8, name="test")
+
+
+@pytest.mark.parametrize("first, again, message", [
+    pytest.param({}, {"lr": 0.2}, "was made with lr=0.05, not lr=0.2; use another --out or the same settings",
+                 id="lr"),
+    pytest.param({}, {"epochs": 2}, "was made with epochs=1, not epochs=2; only a run with schedule: constant can "
+                 "be extended (the step and onecycle learning rates depend on the number of epochs); use another "
+                 "--out or the same settings", id="epochs-step"),
+    pytest.param({"schedule": "onecycle"}, {"schedule": "onecycle", "epochs": 2},
+                 "was made with epochs=1, not epochs=2; only a run with schedule: constant", id="epochs-onecycle"),
+    pytest.param({}, {"crop_pad": 2}, "was made with crop_pad=1, not crop_pad=2;", id="crop_pad"),
+    pytest.param({}, {"flip": False}, "was made with flip=True, not flip=False;", id="flip"),
+    pytest.param({}, {"model": (8, 8, 8, 8)}, "is of another model (widths=[8, 16, 16, 32], not widths=[8, 8, 8, 8]); "
+                 "use another --out or the same settings", id="model-kwargs"),
+    pytest.param({}, {"train": OTHER_TRAIN}, f"was made on other training data (fingerprint "
+                 f"{make_set(64, seed=0).fingerprint()} vs {OTHER_TRAIN.fingerprint()}); use another --out",
+                 id="train-data"),
+    pytest.param({}, {"test": OTHER_TEST}, "was made on other test data (fingerprint", id="test-data"),
+    pytest.param({}, {"test": None}, "was made on other test data (fingerprint ", id="no-test-data"),
+    pytest.param({}, {"precision": "bf16"}, "was made with precision=fp32, not precision=bf16;", id="precision"),
+])
+def test_resume_with_other_settings_is_refused_before_writing(tmp_path, tiny_splits, first, again, message):
+    out = tmp_path / "run"
+    run(tiny_splits, tiny_config(epochs=1, **first), out_dir=out)
+    before = _snapshot(out)
+    kw = {k: v for k, v in again.items() if k not in ("model", "train", "test")}
+    model = fresh_model(widths=again["model"]) if "model" in again else None
+    with pytest.raises(SibaError) as exc:
+        train(model or fresh_model(), again.get("train", tiny_splits.train), again.get("test", tiny_splits.test),
+              tiny_config(**{"epochs": 1, **first, **kw}), out_dir=out, resume=True, device="cpu", progress=False,
+              log=quiet)
+    text = str(exc.value)
+    assert text.startswith(f"the checkpoint in {out} ") and message in text and "\n" not in text, text
+    assert _snapshot(out) == before  # the checkpoint, metrics.csv, model and summary untouched
+
+
+def test_report_only_settings_may_change_on_resume(tmp_path, tiny_splits):
+    """eval_every, eval_batch_size and tta change only what is reported, and precision is compared as
+    resolved: ``auto`` is the fp32 of the checkpoint where it resolves to fp32."""
+    from siba.runtime import resolve_precision
+
+    out = tmp_path / "run"
+    run(tiny_splits, tiny_config(epochs=1), out_dir=out)
+    precision = "auto" if resolve_precision("auto", torch.device("cpu")) == "fp32" else "fp32"
+    res = run(tiny_splits, tiny_config(epochs=1, eval_every=0, eval_batch_size=7, tta=True, precision=precision),
+              out_dir=out, resume=True)
+    assert len(res.history) == 1  # accepted: the finished run is reused, not retrained
+
+
+def test_a_constant_schedule_run_extends_bit_identically(tmp_path, tiny_splits):
+    cfg = lambda epochs: tiny_config(epochs=epochs, schedule="constant")  # noqa: E731
+    whole = run(tiny_splits, cfg(3), out_dir=tmp_path / "whole")
+    out = tmp_path / "extended"
+    short = run(tiny_splits, cfg(2), out_dir=out).model.state_dict()
+    short = {k: v.clone() for k, v in short.items()}
+    extended = run(tiny_splits, cfg(3), out_dir=out, resume=True, model=fresh_model(seed=5))
+    a, b = whole.model.state_dict(), extended.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["train_loss"] for h in extended.history] == [h["train_loss"] for h in whole.history]
+    assert not all(torch.equal(a[k], short[k]) for k in a)  # the third epoch did train
+    assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 3
+    # a checkpoint past the asked epochs cannot become a shorter run
+    before = _snapshot(out)
+    with pytest.raises(SibaError, match=r"has trained 3 epochs, more than epochs=2; use another --out or epochs ≥ 3$"):
+        run(tiny_splits, cfg(2), out_dir=out, resume=True)
+    assert _snapshot(out) == before
+
+
+def test_a_checkpoint_without_recorded_settings_is_refused(tmp_path, tiny_splits):
+    out = tmp_path / "old"
+    run(tiny_splits, tiny_config(epochs=1), out_dir=out)
+    tensors, meta = load_tensors(out / "checkpoint.safetensors")
+    old_state = {k: meta["state"][k] for k in ("epoch", "history", "wall_s", "config", "model")}  # as siba 0.x wrote
+    save_tensors(out / "checkpoint.safetensors", tensors, {"state": old_state})
+    before = _snapshot(out)
+    with pytest.raises(SibaError) as exc:
+        run(tiny_splits, tiny_config(epochs=2), out_dir=out, resume=True)
+    assert str(exc.value) == (f"the checkpoint in {out} was made by an older siba that did not record its settings, "
+                              f"so it cannot be checked; train into another --out (or delete {out}/checkpoint.* to "
+                              "start over)")
+    assert _snapshot(out) == before
+
+
+def test_siba_train_resume_with_other_settings_is_one_line_and_exit_2(tmp_path, capsys):
+    from siba.cli.main import main
+
+    from .test_cli import TINY, make_data
+
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *TINY]) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--out", str(out), "--resume", *TINY, "--lr", "0.2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"siba: error: the checkpoint in {out} was made with lr=0.1, not lr=0.2; use another --out or the "
+                   "same settings"]
+    assert _snapshot(out) == before
+    # the step schedule's run cannot be extended; a constant one can
+    assert main(["train", "--data", str(data), "--out", str(out), "--resume", *TINY, "--epochs", "2"]) == 2
+    assert "only a run with schedule: constant can be extended" in capsys.readouterr().err
+    assert _snapshot(out) == before

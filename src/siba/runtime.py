@@ -45,6 +45,16 @@ def setup_threads(threads: int | None = None) -> int:
     return threads
 
 
+SEED_LIMIT = 2 ** 32  # seeds are whole numbers in [0, 2**32): torch's generators overflow on larger ones
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` if it is a whole number in ``[0, 2**32)``, else a one-line error."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise SibaError(f"{what} must be a whole number in [0, 2**32), got {seed!r}")
+    return seed
+
+
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:1`` are honoured."""
     if isinstance(name, torch.device):
@@ -55,6 +65,8 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError as exc:
         raise SibaError(f"unknown device {name!r} (use auto, cpu or cuda)") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise SibaError(f"unknown device {name!r} (use auto, cpu or cuda)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SibaError(f"device {name!r} asked for, but CUDA is not available on this machine")
     return device

@@ -9,6 +9,7 @@ modules, so a new attack is a new ``generate``.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..data.dataset import ImageSet
 from ..errors import SibaError
+from ..runtime import SEED_LIMIT, check_seed  # noqa: F401  (check_seed: part of this module's interface)
 from .trigger import Mark
 
 ATTACKS: dict[str, type["Attack"]] = {}
@@ -36,9 +38,11 @@ class Attack:
     def __init__(self, *, target: int = 0, all_to_all: bool = False, seed: int = 0) -> None:
         if not isinstance(target, int) or isinstance(target, bool) or target < 0:
             raise SibaError(f"target must be a class index ≥ 0, got {target!r}")
+        if not isinstance(all_to_all, bool):
+            raise SibaError(f"all_to_all must be true or false, got {all_to_all!r}")
         self.target = target
-        self.all_to_all = bool(all_to_all)
-        self.seed = int(seed)
+        self.all_to_all = all_to_all
+        self.seed = check_seed(seed)
 
     @property
     def target_rule(self) -> str:
@@ -67,7 +71,13 @@ class Attack:
 
     def generate(self, train_set: ImageSet, surrogate: nn.Module | None = None, *,
                  device: torch.device | str = "cpu", progress: bool | None = None,
-                 log: Callable[[str], None] | None = None) -> Mark:
+                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> Mark:
+        """The trigger of this attack for ``train_set`` (and ``surrogate`` where it needs one).
+
+        ``checkpoint``: a file where an optimising attack keeps its progress after every pass and
+        continues from when it exists (see :func:`siba.attacks.optimize.optimize_trigger`); the
+        caller removes it once the trigger is saved. Attacks that optimise nothing ignore it.
+        """
         raise NotImplementedError
 
     def _meta(self, **extra: Any) -> dict[str, Any]:
@@ -76,7 +86,7 @@ class Attack:
 
 def create_attack(name: str, **params: Any) -> Attack:
     """An attack by registry name, with its settings checked."""
-    if name not in ATTACKS:
+    if not isinstance(name, str) or name not in ATTACKS:
         raise SibaError(f"unknown attack {name!r}; choose from {', '.join(sorted(ATTACKS))}")
     cls = ATTACKS[name]
     sig = inspect.signature(cls.__init__)

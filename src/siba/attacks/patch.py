@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -50,8 +51,8 @@ class BadNets(Attack):
 
     def generate(self, train_set: ImageSet, surrogate: nn.Module | None = None, *,
                  device: torch.device | str = "cpu", progress: bool | None = None,
-                 log: Callable[[str], None] | None = None) -> BlendTrigger:
-        self.check_data(train_set, surrogate)
+                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> BlendTrigger:
+        self.check_data(train_set, surrogate)  # nothing is optimised: ``checkpoint`` is not used
         c, h, w = train_set.image_shape
         s, m = self.size, self.margin
         patch = checkerboard(s, c) if self.pattern == "checkerboard" else torch.ones(c, s, s)

@@ -13,6 +13,7 @@ and ``|δ| ≤ ε``:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -37,7 +38,7 @@ def parse_number(value: Any, what: str) -> float:
             text = str(value).strip()
             num, _, den = text.partition("/")
             out = float(num) / float(den) if den else float(text)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):  # OverflowError: an int beyond float's range
         out = math.nan
     if not math.isfinite(out):
         raise SibaError(f"{what} must be a number such as 0.03 or 8/255, got {value!r}")
@@ -92,6 +93,7 @@ class _Optimised(_SparseFamily):
     def __init__(self, *, k: int = 100, eps: float | str = 8 / 255, alpha: float | str | None = None,
                  beta: float = 10.0, passes: int = 200, remask_every: int = 5, batch_size: int = 128,
                  mask_rule: str = "gradient", max_images: int | None = None, precision: str = "auto",
+                 augment_pad: int = 0, augment_flip: bool = False,
                  target: int = 0, all_to_all: bool = False, seed: int = 0) -> None:
         super().__init__(k=k, eps=eps, target=target, all_to_all=all_to_all, seed=seed)
         self.alpha = parse_number(alpha, "alpha") if alpha is not None else 0.8 * self.eps
@@ -103,15 +105,24 @@ class _Optimised(_SparseFamily):
             raise SibaError("alpha and beta must be positive")
         if mask_rule not in MASK_RULES:
             raise SibaError(f"unknown mask rule {mask_rule!r} (use {' or '.join(MASK_RULES)})")
-        if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
+        if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
+                                       or max_images < 1):
             raise SibaError(f"max_images must be a whole number ≥ 1, got {max_images!r}")
         check_precision(precision)
+        if isinstance(augment_pad, bool) or not isinstance(augment_pad, int) or not 0 <= augment_pad <= 64:
+            raise SibaError(f"augment_pad (the victim's crop padding to optimise against) must be a whole number "
+                            f"in [0, 64], got {augment_pad!r}")
+        if not isinstance(augment_flip, bool):
+            raise SibaError(f"augment_flip must be true or false, got {augment_flip!r}")
+        self.augment_pad, self.augment_flip = augment_pad, augment_flip
         self.passes, self.remask_every, self.batch_size = passes, remask_every, batch_size
         self.mask_rule, self.max_images, self.precision = mask_rule, max_images, precision
 
     def generate(self, train_set: ImageSet, surrogate: nn.Module | None = None, *,
                  device: torch.device | str = "cpu", progress: bool | None = None,
-                 log: Callable[[str], None] | None = None) -> Trigger:
+                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> Trigger:
+        """Optimise the trigger on ``surrogate``; with ``checkpoint``, keep and continue its progress there
+        (the file stays when this returns: the caller removes it once the trigger is saved)."""
         self.check_data(train_set, surrogate)
         k = self._k(train_set.image_shape)
         g = torch.Generator().manual_seed(self.seed)
@@ -125,7 +136,8 @@ class _Optimised(_SparseFamily):
             passes=self.passes, remask_every=self.remask_every, batch_size=self.batch_size,
             num_classes=train_set.num_classes, target=self.target, all_to_all=self.all_to_all,
             mask_rule=self.mask_rule, fixed_mask=fixed, device=device, precision=self.precision, seed=self.seed,
-            progress=progress, log=log)
+            progress=progress, log=log, checkpoint=checkpoint, identity={"attack": self.name},
+            augment_pad=self.augment_pad, augment_flip=self.augment_flip)
         return self._trigger(res.delta, res.mask, train_set, k, best_pass=res.best_pass, best_loss=res.best_loss,
                              surrogate_success=res.history[res.best_pass - 1]["surrogate_success"]
                              if res.best_pass > 0 else None, optimisation_images=len(data),
@@ -169,7 +181,7 @@ class RandomSparse(_SparseFamily):
 
     def generate(self, train_set: ImageSet, surrogate: nn.Module | None = None, *,
                  device: torch.device | str = "cpu", progress: bool | None = None,
-                 log: Callable[[str], None] | None = None) -> Trigger:
+                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> Trigger:
         self.check_data(train_set, surrogate)
         g = torch.Generator().manual_seed(self.seed)
         c, h, w = train_set.image_shape

@@ -9,8 +9,9 @@ Two kinds cover the attacks here:
 - :class:`BlendTrigger` — ``x' = (1−α)⊙x + α⊙p`` with a pattern ``p`` and an opacity map
   ``α``: BadNets (a binary ``α`` on a patch) and Blended (a constant ``α``).
 
-Every trigger also carries its target rule (all-to-one towards ``target``, or all-to-all
-towards ``(y+1) mod K``), applies itself to a batch on any device, saves to safetensors
+Every trigger also carries its labelling rule (:mod:`siba.attacks.labels`: all-to-one towards
+``target``, all-to-all towards ``(y+1) mod K``, or UBW-P's random labels), which poisoning and
+the attack success rate ask; it applies itself to a batch on any device, saves to safetensors
 with a JSON description, and renders a PNG.
 """
 
@@ -25,8 +26,7 @@ import torch
 
 from ..errors import SibaError
 from ..runtime import load_tensors, save_tensors, write_json
-
-TARGET_RULES = ("all-to-one", "all-to-all")
+from .labels import TARGET_RULES, LabelRule, make_rule
 
 
 def trigger_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -42,22 +42,31 @@ class Mark:
 
     kind: ClassVar[str] = ""
     _registry: ClassVar[dict[str, type["Mark"]]] = {}
+    cover_ratio: float = 0.0  # cover samples per poisoned sample (WaNet's noise mode); 0: none
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         if cls.kind:
             Mark._registry[cls.kind] = cls
 
-    def __init__(self, *, num_classes: int, target: int = 0, target_rule: str = "all-to-one",
-                 meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, num_classes: int, target: int | None = 0, target_rule: str = "all-to-one",
+                 meta: dict[str, Any] | None = None, label_seed: int = 0) -> None:
         if target_rule not in TARGET_RULES:
-            raise SibaError(f"unknown target rule {target_rule!r} (use {' or '.join(TARGET_RULES)})")
-        if not 0 <= int(target) < num_classes:
-            raise SibaError(f"target class {target} is not among the {num_classes} classes (0..{num_classes - 1})")
+            raise SibaError(f"unknown target rule {target_rule!r} (use {', '.join(TARGET_RULES)})")
+        if target is not None and not isinstance(target, bool):
+            target = int(target)
         self.num_classes = int(num_classes)
-        self.target = int(target)
-        self.target_rule = target_rule
+        self.rule: LabelRule = make_rule(self.num_classes, target_rule, target, label_seed)
         self.meta = dict(meta or {})
+
+    @property
+    def target(self) -> int:
+        """The target class of an all-to-one rule (0 for rules without one, as saved files had)."""
+        return self.rule.target if self.rule.target is not None else 0
+
+    @property
+    def target_rule(self) -> str:
+        return self.rule.name
 
     # ---------------------------------------------------------------- interface
     @property
@@ -67,6 +76,10 @@ class Mark:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """The poisoned version of a float ``[0,1]`` batch ``N×C×H×W`` (on the batch's device)."""
         raise NotImplementedError
+
+    def apply_cover(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A cover sample's image (a trigger with ``cover_ratio`` > 0 defines it): float ``[0,1]`` batch in and out."""
+        raise NotImplementedError(f"a {self.kind} trigger has no cover samples")
 
     def apply_uint8(self, x: torch.Tensor) -> torch.Tensor:
         """The poisoned version of a uint8 batch, as a released 8-bit image would carry it."""
@@ -81,16 +94,12 @@ class Mark:
 
     # ---------------------------------------------------------------- shared
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """The label each poisoned sample should get (all-to-one or ``(y+1) mod K``)."""
-        if self.target_rule == "all-to-all":
-            return (labels + 1) % self.num_classes
-        return torch.full_like(labels, self.target)
+        """The class a triggered image of class ``labels`` should get (targeted rules; see ``rule``)."""
+        return self.rule.test_targets(labels)
 
     def attack_mask(self, labels: torch.Tensor) -> torch.Tensor:
-        """Which samples count for the attack success rate (all-to-one: those not of the target)."""
-        if self.target_rule == "all-to-all":
-            return torch.ones_like(labels, dtype=torch.bool)
-        return labels != self.target
+        """Which samples may be poisoned (all-to-one: those not of the target); ``rule.eligible``."""
+        return self.rule.eligible(labels)
 
     def check_fits(self, image_shape: tuple[int, ...], num_classes: int) -> None:
         if tuple(image_shape) != tuple(self.shape):
@@ -99,9 +108,24 @@ class Mark:
         if num_classes != self.num_classes:
             raise SibaError(f"the trigger is for {self.num_classes} classes, the data has {num_classes}")
 
+    def fingerprint(self) -> str:
+        """The identity of what the trigger does (16 hex digits of a SHA-256): its kind, target rule,
+        classes and tensors, bit for bit; not how or when it was made (wall time, history), so a
+        trigger made again with the same result keeps its fingerprint."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps({"kind": self.kind, "num_classes": self.num_classes,
+                                       **self.rule.describe()}, sort_keys=True).encode())
+        for name, t in sorted(self.tensors().items()):
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{name}:{t.dtype}:{list(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "shape": list(self.shape), "num_classes": self.num_classes, "target": self.target,
-                "target_rule": self.target_rule, **self.meta}
+                **self.rule.describe(), **self.meta}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``<path>.safetensors`` (tensors + description) and ``<path>.json`` (readable copy)."""
@@ -132,15 +156,36 @@ class Mark:
         raise NotImplementedError
 
     @staticmethod
+    def _rule_of(desc: dict[str, Any]) -> dict[str, Any]:
+        """The constructor's labelling-rule arguments from a saved description."""
+        rule = desc["target_rule"]
+        target = desc["target"] if rule == "all-to-one" else desc.get("target")
+        return {"num_classes": desc["num_classes"], "target": target, "target_rule": rule,
+                "label_seed": desc.get("label_seed", 0)}
+
+    @staticmethod
     def _meta_of(desc: dict[str, Any], own: tuple[str, ...]) -> dict[str, Any]:
-        base = ("kind", "shape", "num_classes", "target", "target_rule")
+        base = ("kind", "shape", "num_classes", "target", "target_rule", "label_seed")
         return {k: v for k, v in desc.items() if k not in base + own}
 
-    def render(self, path: str | os.PathLike, samples: torch.Tensor | None = None, scale: int = 4) -> Path:
-        """PNG: the trigger magnified, and clean / poisoned / difference for a few samples."""
-        from ..report.images import render_trigger
+    def visual(self) -> torch.Tensor:
+        """The trigger as a C×H×W picture: what it does to a mid-grey image."""
+        grey = torch.full(self.shape, 0.5)
+        return self.apply(grey.unsqueeze(0))[0].cpu()
 
-        return render_trigger(self, path, samples, scale)
+    def render(self, path: str | os.PathLike, samples: torch.Tensor | None = None, scale: int = 4,
+               max_samples: int = 4) -> Path:
+        """PNG: the trigger magnified, then for each sample (uint8 C×H×W) a row of clean, poisoned
+        (8-bit) and amplified difference images."""
+        from ..imaging import difference_image, tile_grid
+
+        rows = [[("trigger", self.visual())]]
+        if samples is not None and len(samples):
+            xs = samples[:max_samples].to(torch.uint8).cpu()
+            poisoned = self.apply_uint8(xs).cpu().float() / 255
+            for c, p in zip(xs.float() / 255, poisoned):
+                rows.append([("clean", c), ("poisoned", p), ("difference", difference_image(c, p))])
+        return tile_grid(rows, path, scale)
 
 
 class Trigger(Mark):
@@ -149,9 +194,10 @@ class Trigger(Mark):
     kind = "additive"
 
     def __init__(self, delta: torch.Tensor, mask: torch.Tensor, *, eps: float | None = None, k: int | None = None,
-                 num_classes: int, target: int = 0, target_rule: str = "all-to-one",
-                 meta: dict[str, Any] | None = None) -> None:
-        super().__init__(num_classes=num_classes, target=target, target_rule=target_rule, meta=meta)
+                 num_classes: int, target: int | None = 0, target_rule: str = "all-to-one",
+                 meta: dict[str, Any] | None = None, label_seed: int = 0) -> None:
+        super().__init__(num_classes=num_classes, target=target, target_rule=target_rule, meta=meta,
+                         label_seed=label_seed)
         if delta.dim() != 3 or mask.shape != delta.shape[1:]:
             raise SibaError(f"delta must be C×H×W and mask H×W, got {tuple(delta.shape)} and {tuple(mask.shape)}")
         self.mask = (mask != 0).to(torch.float32)
@@ -178,6 +224,12 @@ class Trigger(Mark):
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         pert = self.perturbation.to(x.device, x.dtype)
         return (x + pert).clamp_(0, 1)
+
+    def visual(self) -> torch.Tensor:
+        """``0.5 + m⊙δ / (2·max|δ|)``: grey where nothing changes, the sign and size of the change elsewhere."""
+        pert = self.perturbation.cpu()
+        peak = float(pert.abs().max()) or 1.0
+        return 0.5 + pert / (2 * peak)
 
     def level_budget(self) -> int:
         """The largest change in 8-bit levels that stays within ``ε``."""
@@ -208,8 +260,7 @@ class Trigger(Mark):
     @classmethod
     def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "Trigger":
         return cls(tensors["delta"], tensors["mask"], eps=desc.get("eps"), k=desc.get("k"),
-                   num_classes=desc["num_classes"], target=desc["target"], target_rule=desc["target_rule"],
-                   meta=cls._meta_of(desc, ("k", "eps", "l0", "linf")))
+                   **cls._rule_of(desc), meta=cls._meta_of(desc, ("k", "eps", "l0", "linf")))
 
 
 class BlendTrigger(Mark):
@@ -217,9 +268,10 @@ class BlendTrigger(Mark):
 
     kind = "blend"
 
-    def __init__(self, pattern: torch.Tensor, alpha: torch.Tensor, *, num_classes: int, target: int = 0,
-                 target_rule: str = "all-to-one", meta: dict[str, Any] | None = None) -> None:
-        super().__init__(num_classes=num_classes, target=target, target_rule=target_rule, meta=meta)
+    def __init__(self, pattern: torch.Tensor, alpha: torch.Tensor, *, num_classes: int, target: int | None = 0,
+                 target_rule: str = "all-to-one", meta: dict[str, Any] | None = None, label_seed: int = 0) -> None:
+        super().__init__(num_classes=num_classes, target=target, target_rule=target_rule, meta=meta,
+                         label_seed=label_seed)
         if pattern.dim() != 3:
             raise SibaError(f"pattern must be C×H×W, got {tuple(pattern.shape)}")
         if alpha.dim() == 2:
@@ -246,8 +298,7 @@ class BlendTrigger(Mark):
 
     @classmethod
     def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "BlendTrigger":
-        return cls(tensors["pattern"], tensors["alpha"], num_classes=desc["num_classes"], target=desc["target"],
-                   target_rule=desc["target_rule"], meta=cls._meta_of(desc, ()))
+        return cls(tensors["pattern"], tensors["alpha"], **cls._rule_of(desc), meta=cls._meta_of(desc, ()))
 
 
 def load_trigger(path: str | os.PathLike, device: torch.device | str = "cpu") -> Mark:

@@ -1,6 +1,7 @@
 """The ``siba`` command.
 
     siba run CONFIG            the whole pipeline from a YAML config (resumable)
+    siba table CONFIG          the paper's Table I for every attack of a config, beside the paper's numbers
     siba train                 train a model (surrogate, victim, or on an exported poisoned set)
     siba optimize              make a trigger (SIBA, Sparse, TUAP, Random, BadNets)
     siba poison                poison a training set with a trigger and export it as PNG files
@@ -147,6 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="override the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("table", help="the paper's Table I: every attack of a config, our numbers beside the paper's",
+                       description="Run a config like `siba run` (the same stages and run folder, resumable; the "
+                                   "clean model and the surrogate shared by every attack), then write RUN/table/"
+                                   "table.md, table.csv and table.json — per attack BA, ASR (float and 8-bit), L0, "
+                                   "L∞, LPIPS, SSIM and PSNR, with the paper's Table I (or, for a 20-class data set "
+                                   "at ≥ 64 px, Table II) numbers beside ours — and figure2.png (one test image "
+                                   "poisoned by every attack, with the amplified difference). See "
+                                   "configs/table1-quick.yaml and configs/table1-cifar10-cpu.yaml.")
+    p.add_argument("config", help="YAML run config whose attacks are the table's rows")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--fresh", action="store_true", help="delete the run folder's earlier results and start over")
+    p.add_argument("--only", action="append", default=None, metavar="ATTACK[@RATE]",
+                   help="run only these victims (repeatable); the table lists every finished one")
+    p.add_argument("--data", default=None, help="override the config's data set (a name or a path)")
+    p.add_argument("--device", default=None, help="override the config's device")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("train", help="train a model and write it with its metrics",
                        description="Train a model on a data set (clean, or an exported poisoned set) and write "
                                    "model.safetensors, metrics.csv (a row per epoch), summary.json and a checkpoint "
@@ -156,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. width=32 or widths=[32,64,128,256] (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in --out (a fresh start when there is none); the run must "
+                        "have the same settings, model and data as the checkpoint (else a one-line error naming the "
+                        "first difference), except that a larger --epochs extends a --schedule constant run, "
+                        "bit-identically to training that long from the start (step and onecycle runs cannot be "
+                        "extended: their learning rate depends on --epochs)")
     p.add_argument("--fraction", type=_number, default=1.0, help="train on this class-stratified share of the data")
     _add_train_opts(p)
     _add_common(p)
@@ -177,7 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Make a trigger from the training set (and a surrogate for siba, sparse and tuap) "
                                    "and write trigger.safetensors, trigger.json and trigger.png into --out. Defaults "
                                    "are the reference settings: k=100, eps=8/255, alpha=0.8·eps, beta=10, 200 passes, "
-                                   "re-mask every 5, batch 128, target 0.")
+                                   "re-mask every 5, batch 128, target 0. An optimisation keeps its progress in "
+                                   "--out/optimize-checkpoint.safetensors after every pass: the same command run "
+                                   "again after an interruption continues from it (with other settings it is a "
+                                   "one-line error); the file goes once the trigger is written.")
     _add_data(p)
     p.add_argument("--attack", default="siba", help="siba (default), sparse, tuap, random or badnets")
     p.add_argument("--surrogate", default=None, help="surrogate model.safetensors (needed by siba, sparse, tuap)")
@@ -239,11 +265,44 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
     if args.data:
         cfg.data = args.data
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    results = Pipeline(cfg, out, progress=_progress(args), command=command).run(args.fresh, args.only)
-    from ..report import results_table
+    pipe = Pipeline(cfg, out, progress=_progress(args), command=command)
+    results = pipe.run(args.fresh, args.only)
+    from ..report import results_table, write_report
 
+    write_report(out, cfg, results, pipe.marks)
     print(results_table(results["results"]))
     print(f"\nreport: {out / 'report.md'}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace, command: str) -> int:
+    import torch
+
+    from ..experiments import load_config
+    from ..experiments.paper import PAPER_SETTINGS, PAPER_TABLES, paper_table_for
+    from ..experiments.pipeline import Pipeline
+    from ..report import write_report
+    from ..report.table import markdown_table, write_table
+
+    cfg = load_config(args.config)
+    if args.device:
+        cfg.device = args.device
+    if args.data:
+        cfg.data = args.data
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    pipe = Pipeline(cfg, out, progress=_progress(args), command=command)
+    results = pipe.run(args.fresh, args.only)
+    assert pipe.data is not None
+    test = pipe.data.test
+    shown = torch.nonzero(test.labels != cfg.target).flatten()
+    image = test.images[int(shown[0])] if len(shown) else None
+    key = paper_table_for(pipe.data.num_classes, pipe.data.image_shape[1], cfg.victim.model)
+    kinds = {name: cfg.attack(name).name for name in cfg.attacks}
+    name = f"Table {'I' if key.startswith('table1') else 'II'}: {PAPER_SETTINGS[key]}"
+    write_report(out, cfg, results, pipe.marks)
+    rows = write_table(out / "table", results, pipe.marks, kinds, image, PAPER_TABLES[key], name)
+    print(markdown_table(rows, name))
+    print(f"\ntable: {out / 'table' / 'table.md'}")
     return 0
 
 
@@ -326,11 +385,16 @@ def cmd_optimize(args: argparse.Namespace, command: str) -> int:
             raise SibaError(f"the {attack.name} attack needs --surrogate MODEL (train one with `siba train`)")
         surrogate = load_model(args.surrogate, device, expect_classes=data.num_classes)
     out = Path(args.out)
+    # an optimising attack keeps its progress here after every pass: the same command run again after an
+    # interruption continues from it (other settings: a one-line error); it goes once the trigger is saved
+    checkpoint = out / "optimize-checkpoint.safetensors"
     t0 = time.perf_counter()
-    mark = attack.generate(data.train, surrogate, device=device, progress=_progress(args))
+    mark = attack.generate(data.train, surrogate, device=device, progress=_progress(args),
+                           log=lambda s: print(s, file=sys.stderr, flush=True), checkpoint=checkpoint)
     mark.meta.update({"wall_s": round(time.perf_counter() - t0, 2), "command": command, "data": str(args.data)})
-    path = mark.save(out / "trigger")
     mark.render(out / "trigger.png", data.test.images[:4])
+    path = mark.save(out / "trigger")  # trigger.safetensors appears only now, when the trigger is finished
+    checkpoint.unlink(missing_ok=True)
     print(json.dumps({k: v for k, v in mark.describe().items() if k not in ("history", "params")}, indent=2))
     print(f"trigger: {path}")
     return 0
@@ -344,16 +408,38 @@ def cmd_poison(args: argparse.Namespace, command: str) -> int:
     check_rate(args.rate)
     mark = load_trigger(args.trigger)
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    finished = out.is_dir() and (out / "manifest.json").is_file()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not finished:
         raise SibaError(f"{out} exists and is not empty; choose another --out")
     data = load_dataset(args.data, args.image_size)
     mark.check_fits(data.image_shape, data.num_classes)
     poisoned = poison_dataset(data.train, mark, args.rate, seed=args.seed)
-    export_poisoned(poisoned, out, trigger_file=args.trigger, test_set=None if args.no_test else data.test,
-                    progress=_progress(args))
+    if finished:  # the same command run again (or killed after its final rename): done already, or refused
+        if not _same_export(out, poisoned, args.trigger, with_test=not args.no_test):
+            raise SibaError(f"{out} exists and is not empty (it holds another poisoned set); choose another --out")
+        print(f"{out} holds this poisoned set already", file=sys.stderr)
+    else:
+        export_poisoned(poisoned, out, trigger_file=args.trigger, test_set=None if args.no_test else data.test,
+                        progress=_progress(args))
     print(json.dumps({"out": str(out), "num_images": len(poisoned.data), "num_poisoned": int(poisoned.indices.numel()),
                       "rate": args.rate, "target_rule": mark.target_rule, "target": mark.target}))
     return 0
+
+
+def _same_export(out: Path, poisoned: Any, trigger_file: str, with_test: bool) -> bool:
+    """Whether ``out`` is a finished export of ``poisoned`` made with the trigger file ``trigger_file``."""
+    from ..attacks.trigger import trigger_paths
+    from ..poisoning.poison import read_manifest
+    from ..runtime import file_sha256
+
+    try:
+        manifest = read_manifest(out)
+    except SibaError:
+        return False
+    want = poisoned.manifest()
+    return (all(manifest.get(k) == v for k, v in want.items())
+            and (manifest.get("trigger") or {}).get("sha256") == file_sha256(trigger_paths(trigger_file)[0])
+            and (manifest.get("test") is not None) == with_test)
 
 
 def cmd_list(args: argparse.Namespace, command: str) -> int:
@@ -368,7 +454,7 @@ def cmd_list(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "evaluate": cmd_evaluate, "optimize": cmd_optimize,
+COMMANDS = {"run": cmd_run, "table": cmd_table, "train": cmd_train, "evaluate": cmd_evaluate, "optimize": cmd_optimize,
             "poison": cmd_poison, "list": cmd_list}
 
 
@@ -383,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, _command_line(argv))
     except SibaError as exc:
-        print(f"siba: error: {exc}", file=sys.stderr)
+        print(f"siba: error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("siba: interrupted (run the same command again to resume where it stopped)", file=sys.stderr)

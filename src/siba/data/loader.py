@@ -42,6 +42,9 @@ class DeviceLoader:
     ``images`` is uint8 ``N×C×H×W``; batches come out as float ``[0,1]`` (in
     ``channels_last`` when asked). Augmentation (``pad``-crop and flip) runs per batch on
     the device. Pass ``seed`` and ``epoch`` to make the order and augmentation reproducible.
+    ``with_indices=True`` yields ``(images, labels, indices)`` instead, ``indices`` (int64, on
+    the images' device) being each sample's row in ``images``; the order and augmentation are
+    the same either way.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class DeviceLoader:
         drop_last: bool = False,
         channels_last: bool = False,
         seed: int = 0,
+        with_indices: bool = False,
     ) -> None:
         self.images = images
         self.labels = labels
@@ -66,6 +70,7 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.channels_last = channels_last
         self.seed = seed
+        self.with_indices = with_indices
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -75,7 +80,7 @@ class DeviceLoader:
         n = self.images.shape[0]
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = self.images.shape[0]
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
@@ -89,4 +94,7 @@ class DeviceLoader:
             x = x.float().div_(255)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            if self.with_indices:
+                yield x, self.labels[idx], idx
+            else:
+                yield x, self.labels[idx]

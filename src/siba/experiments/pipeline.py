@@ -1,18 +1,23 @@
 """``siba run``: data set → surrogate → trigger → poisoned set → victim → evaluation → report.
 
 Every stage writes its artifacts into one folder of the run folder, with a ``stage.json``
-holding a digest of the settings it depends on (its own and its parents'). Running again
-skips a finished stage whose settings are unchanged, resumes a training in progress, and
-redoes a stage whose settings changed (and so everything downstream of it): adding a rate
-to a config trains only the new victims; changing the victim recipe keeps the surrogate and
-the triggers::
+holding a digest of what it depends on: its own settings and the *content* of what it
+consumed — the data (the fingerprints of the training and test images and labels, not the
+path they were read from), the surrogate's weights (for a trigger), the trigger's tensors
+(for a victim), and ``precision: auto`` as the precision it resolved to on this machine.
+Running again skips a finished stage whose digest is unchanged, resumes a training in
+progress, and redoes a stage whose digest changed (and so everything downstream of it):
+adding a rate to a config trains only the new victims; changing the victim recipe keeps the
+surrogate and the triggers; a trigger file replaced by hand retrains its victims; a run moved
+to a machine where ``auto`` means another precision redoes the stages it changes. A run
+folder made by a siba whose stages were keyed to settings alone is refused with one line::
 
     RUN/config.json                  the checked config of the latest run
     RUN/surrogate/                   model.safetensors, metrics.csv, summary.json
     RUN/clean/                       the victim recipe on clean data (clean BA)
-    RUN/triggers/<attack>/           trigger.safetensors, trigger.json, trigger.png
+    RUN/triggers/<attack>/           trigger.safetensors, trigger.json, trigger.png, timing.json
     RUN/victims/<attack>-r<rate>/    poison.json, model, metrics.csv, eval.json [, poisoned/ PNG tree]
-    RUN/results.json, RUN/report.md
+    RUN/results.json                 (and RUN/report.md, written by siba run through siba.report)
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ from ..attacks import Mark, load_trigger
 from ..data import DataSplits, ImageSet, load_dataset
 from ..errors import SibaError
 from ..metrics import evaluate_attack
-from ..models import create_model, load_model
+from ..models import check_model_file, create_model, load_model, weights_fingerprint
 from ..poisoning import export_poisoned, poison_dataset, select_poison_indices
-from ..runtime import pick_device, read_json, setup_threads, write_json
+from ..runtime import pick_device, read_json, resolve_precision, setup_threads, write_json
 from ..training import accuracy, predict, train
 from .config import ModelStage, RunConfig
+
+
+STAGE_FORMAT = 2  # 2: stages keyed to the content they consumed (1: to the settings alone)
 
 
 def _say(msg: str) -> None:
@@ -66,6 +74,7 @@ class Pipeline:
         self.data: DataSplits | None = None
         self.surrogate_digest: str | None = None
         self.trigger_digests: dict[str, str] = {}
+        self.marks: dict[str, Mark] = {}  # the triggers of the latest run(), by attack name
 
     # ------------------------------------------------------------------ checks
     def _stage(self, folder: Path, settings: dict[str, Any], label: str) -> str:
@@ -80,25 +89,46 @@ class Pipeline:
             self.log(f"[{label}] settings changed since the last run: redoing it")
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        write_json(folder / "stage.json", {"digest": digest, "settings": settings})
+        write_json(folder / "stage.json", {"format": STAGE_FORMAT, "digest": digest, "settings": settings,
+                                           "data_source": self.cfg.data})
         return digest
 
     def _matches(self, folder: Path, settings: dict[str, Any]) -> bool:
         """Whether ``folder`` holds the results of ``settings`` (finished or not)."""
         marker = folder / "stage.json"
-        return marker.is_file() and read_json(marker).get("digest") == _digest(settings)
+        if not marker.is_file():
+            return False
+        stage = read_json(marker)
+        return stage.get("format") == STAGE_FORMAT and stage.get("digest") == _digest(settings)
 
     def _victim_settings(self, name: str, rate: float) -> dict[str, Any]:
         return {**self._data_key(), "trigger": self.trigger_digests[name], "rate": rate,
-                "victim": asdict(self.cfg.victim)}
+                "victim": asdict(self.cfg.victim), "precision": self._precision(self.cfg.victim.train.precision)}
 
     def _trigger_settings(self, name: str) -> dict[str, Any]:
         attack = self.cfg.attack(name)
+        precision = getattr(attack, "precision", None)
         return {**self._data_key(), "attack": type(attack).name, "params": attack.params(),
-                "surrogate": self.surrogate_digest if attack.needs_surrogate else None}
+                "surrogate": self.surrogate_digest if attack.needs_surrogate else None,
+                "precision": self._precision(precision) if attack.needs_surrogate and precision else None}
+
+    def _clean_settings(self) -> dict[str, Any]:
+        return {**self._data_key(), "victim": asdict(self.cfg.victim),
+                "precision": self._precision(self.cfg.victim.train.precision)}
+
+    def _surrogate_settings(self) -> dict[str, Any]:
+        return {**self._data_key(), "surrogate": asdict(self.cfg.surrogate),
+                "precision": self._precision(self.cfg.surrogate.train.precision)}
+
+    def _precision(self, precision: str) -> str:
+        """``auto`` as what it means on this machine (``bf16`` or ``fp32``)."""
+        return resolve_precision(precision, self.device)
 
     def _data_key(self) -> dict[str, Any]:
-        return {"data": self.cfg.data, "image_size": self.cfg.image_size, "seed": self.cfg.seed}
+        """The data's content (not its path) and the run's seed."""
+        assert self.data is not None, "prepare() loads the data first"
+        return {"data": {"train": self.data.train.fingerprint(), "test": self.data.test.fingerprint()},
+                "seed": self.cfg.seed}
 
     def prepare(self, fresh: bool = False, need_surrogate: bool = True) -> DataSplits:
         """Load the data and check every setting against it; only then touch the run folder.
@@ -121,15 +151,22 @@ class Pipeline:
                 continue
             if not Path(stage.path).is_file():
                 raise SibaError(f"{label}.path does not exist: {stage.path}")
-            load_model(stage.path, expect_classes=data.num_classes)
+            try:
+                check_model_file(stage.path, stage.model, stage.model_args, data.num_classes)
+            except SibaError as exc:
+                raise SibaError(f"{label}.path: {exc}") from None
         marker = self.out / "config.json"
         if marker.is_file():
             if fresh:
                 shutil.rmtree(self.out)
+            elif read_json(marker).get("format") != STAGE_FORMAT:
+                raise SibaError(f"{self.out} was made by an older siba, whose stages were keyed to settings alone, "
+                                "not to the data, surrogate and trigger they consumed; run again with --fresh to "
+                                "redo it, or choose another --out")
         elif self.out.exists() and any(self.out.iterdir()):
             raise SibaError(f"{self.out} exists and is not a siba run folder; choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(marker, {"config": cfg.to_dict(), "command": self.command})
+        write_json(marker, {"format": STAGE_FORMAT, "config": cfg.to_dict(), "command": self.command})
         self.data = data
         return data
 
@@ -165,25 +202,26 @@ class Pipeline:
         if not cfg.needs_surrogate():
             return None, {}
         out = self.out / "surrogate"
-        settings = {**self._data_key(), "surrogate": asdict(cfg.surrogate)}
+        settings = self._surrogate_settings()
         if not needed:
             self.log("[surrogate] not needed by the --only selection")
         if cfg.surrogate.path is not None:
-            from ..runtime import file_sha256
-
             if Path(cfg.surrogate.path).is_file():  # checked by prepare() when needed
-                self.surrogate_digest = file_sha256(cfg.surrogate.path)[:16]
+                self.surrogate_digest = weights_fingerprint(cfg.surrogate.path)
             if not needed:
                 return None, {"path": cfg.surrogate.path}
             model = load_model(cfg.surrogate.path, self.device, expect_classes=data.num_classes)
             return model, {"path": cfg.surrogate.path, "test_acc": accuracy(model, data.test)}
+        weights = out / "model.safetensors"
         if not needed:
-            self.surrogate_digest = _digest(settings)
-            done = self._matches(out, settings) and (out / "summary.json").is_file()
+            done = self._matches(out, settings) and (out / "summary.json").is_file() and weights.is_file()
+            self.surrogate_digest = weights_fingerprint(weights) if done else None
             return None, read_json(out / "summary.json") if done else {}
-        self.surrogate_digest = self._stage(out, settings, "surrogate")
+        self._stage(out, settings, "surrogate")
         train_set = data.train.fraction(cfg.surrogate.fraction, cfg.seed)
-        return self._train_stage(cfg.surrogate, train_set, out, "surrogate")
+        model, summary = self._train_stage(cfg.surrogate, train_set, out, "surrogate")
+        self.surrogate_digest = weights_fingerprint(weights)  # triggers are keyed to the weights themselves
+        return model, summary
 
     def clean(self, run: bool = True) -> dict[str, Any]:
         """The clean victim's summary; with ``run=False`` only a finished one's (or nothing)."""
@@ -195,7 +233,7 @@ class Pipeline:
             summary = self.out / "surrogate" / "summary.json"
             return read_json(summary) if summary.is_file() else {}
         out = self.out / "clean"
-        settings = {**self._data_key(), "victim": asdict(cfg.victim)}
+        settings = self._clean_settings()
         if not run:
             if self._matches(out, settings) and (out / "summary.json").is_file():
                 return read_json(out / "summary.json")
@@ -210,18 +248,25 @@ class Pipeline:
         assert data is not None
         folder = self.out / "triggers" / name
         attack = self.cfg.attack(name)
-        self.trigger_digests[name] = self._stage(folder, self._trigger_settings(name), name)
+        self._stage(folder, self._trigger_settings(name), name)
         path = folder / "trigger.safetensors"
         if path.is_file():
             self.log(f"[{name}] trigger done already: {path}")
-            return load_trigger(path)
+            mark = load_trigger(path)
+            self.trigger_digests[name] = mark.fingerprint()
+            return mark
         self.log(f"[{name}] making the trigger")
         t0 = time.perf_counter()
+        ckpt = folder / "optimize-checkpoint.safetensors"  # per pass: a killed optimisation resumes
         mark = attack.generate(data.train, surrogate, device=self.device, progress=self.progress,
-                               log=lambda s: self.log(f"[{name}] {s}"))
-        mark.meta["wall_s"] = round(time.perf_counter() - t0, 2)
-        mark.save(path)
+                               log=lambda s: self.log(f"[{name}] {s}"), checkpoint=ckpt)
+        # the wall time is the run's, not the trigger's: kept beside it, so that the same trigger made
+        # again (or resumed after a kill) is the same file, and so is every export that copies it
+        write_json(folder / "timing.json", {"wall_s": round(time.perf_counter() - t0, 2)})
         mark.render(folder / "trigger.png", data.test.images[:4])
+        mark.save(path)
+        ckpt.unlink(missing_ok=True)
+        self.trigger_digests[name] = mark.fingerprint()  # victims are keyed to the trigger's tensors
         return mark
 
     def victim(self, name: str, mark: Mark, rate: float, clean_ba: float | None) -> dict[str, Any]:
@@ -249,11 +294,15 @@ class Pipeline:
                "train_acc": summary.get("train_acc_clean"), "poison_fit": fit_poison,
                "num_poisoned": int(poisoned.indices.numel()), "epochs": cfg.victim.train.epochs,
                "victim": cfg.victim.model, "wall_s": summary.get("wall_s"),
-               "trigger_wall_s": mark.meta.get("wall_s"), "command": self.command}
+               "trigger_wall_s": self._trigger_wall(name), "command": self.command}
         write_json(out / "eval.json", row)
         self.log(f"[{name} @ {rate:g}] BA {ev['ba']:.4f}  ASR {ev['asr']:.4f}  (8-bit {ev['asr_quantized']:.4f})  "
                  f"train acc {row['train_acc']:.4f}  poisons fit {fit_poison:.4f}")
         return row
+
+    def _trigger_wall(self, name: str) -> float | None:
+        timing = self.out / "triggers" / name / "timing.json"
+        return read_json(timing).get("wall_s") if timing.is_file() else None
 
     # ------------------------------------------------------------------ all
     def check_only(self, only: Sequence[str] | None) -> list[tuple[str, float]] | None:
@@ -283,9 +332,9 @@ class Pipeline:
         return pairs
 
     def run(self, fresh: bool = False, only: Sequence[str] | None = None) -> dict[str, Any]:
-        """Run every stage; with ``only`` train just those victims and report every finished one."""
-        from ..report.markdown import write_report
-
+        """Run every stage; with ``only`` train just those victims. Returns ``results.json``'s content
+        (every finished victim of the config); the triggers are in ``self.marks``. The report is the
+        layer above's (``siba.report.write_report``, which ``siba run`` calls)."""
         t0 = time.perf_counter()
         selected = self.check_only(only)
         run_clean = selected is None or ("clean", 0.0) in selected
@@ -304,8 +353,8 @@ class Pipeline:
             if name in wanted:
                 marks[name] = self.trigger(name, surrogate)
             elif self._matches(path.parent, settings) and path.is_file():
-                self.trigger_digests[name] = _digest(settings)
                 marks[name] = load_trigger(path)
+                self.trigger_digests[name] = marks[name].fingerprint()
         for rate in self.cfg.rates:
             for name in self.cfg.attacks:
                 if selected is None or (name, rate) in selected:
@@ -325,8 +374,7 @@ class Pipeline:
                    "surrogate": _brief(sur_summary), "clean": _brief(clean),
                    "results": rows, "wall_s": round(time.perf_counter() - t0, 1), "command": self.command}
         write_json(self.out / "results.json", results)
-        write_report(self.out, self.cfg, results, marks)
-        self.log(f"report: {self.out / 'report.md'}")
+        self.marks = marks
         return results
 
 

@@ -20,14 +20,23 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
     """One pass over the test set; returns fractions in [0, 1] and stealth averages.
 
     - ``ba``: accuracy on the clean test images;
-    - ``asr``: share of attacked test images (all-to-one: those not of the target class)
-      classified as their target with the float trigger; ``asr_quantized``: the same with
+    - ``asr``: the share of the counted test images on which the trigger succeeds, with the float
+      trigger, as the trigger's labelling rule (``mark.rule``) defines both: all-to-one, the
+      images not of the target class classified as the target; all-to-all, every image
+      classified as ``(y+1) mod K``; untargeted (UBW-P), the images the model classifies
+      correctly when clean, classified as anything else when triggered (then ``dispersibility``
+      too: the normalised entropy of the classes the triggered images get, in [0, 1]); ``asr_quantized``: the same with
       the trigger as an 8-bit poisoned image carries it; ``asr_by_class``: the ASR of the
       attacked images of each true class (``None`` for a class with none attacked, such as the
       all-to-one target), to see which source classes resist;
-    - ``l0`` (mean changed pixels, ``l0_max`` the largest), ``linf`` (largest change),
-      ``ssim`` and ``psnr`` (means) between clean and poisoned test images, and ``l0_quantized``,
-      ``linf_quantized`` for the 8-bit poisoned images.
+    - stealth, over every test image (clean against poisoned, whatever its class): ``l0`` (the
+      mean number of changed pixel positions), ``l0_max`` (the largest), ``linf`` (the largest
+      change of any pixel of any image), ``ssim`` and ``psnr`` (means) for the float poisoned
+      images, and ``l0_max_quantized``, ``linf_quantized`` (maxima) for the 8-bit poisoned images;
+      ``stealth_over`` says so in the result. ``lpips`` (AlexNet, v0.1; the mean over the same
+      images, at the images' own size, stated in ``lpips_image_size``) when its weights are
+      installed (see ``docs/lpips.md``) and the images are at least 31×31; otherwise ``None`` with
+      ``lpips_note`` saying why — every other metric is computed all the same.
 
     With ``model=None`` only the stealth metrics are computed; with ``full=False`` only
     ``ba`` and ``asr`` (a quick check during training).
@@ -47,42 +56,55 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
         with autocast(dev, prec):
             return model(x.contiguous(memory_format=torch.channels_last)).argmax(1)
 
+    lpips_model, lpips_note = _lpips_model(test_set.image_shape, dev) if mark is not None and full else (None, None)
     sums: dict[str, float] = {}
     l0_max = linf_max = l0q_max = linfq_max = 0.0
     correct = attacked = hit = hit_q = 0
     attacked_by_class = torch.zeros(test_set.num_classes, dtype=torch.long, device=dev)
     hit_by_class = torch.zeros_like(attacked_by_class)
+    rule = mark.rule if mark is not None else None
+    triggered_preds: list[torch.Tensor] = []
     for i in range(0, len(test_set), batch_size):
         xu = test_set.images[i:i + batch_size].to(dev)
         y = test_set.labels[i:i + batch_size].to(dev)
         x = xu.float() / 255
+        clean_pred = None
         if model is not None:
-            correct += int((classify(x) == y).sum())
+            clean_pred = classify(x)
+            correct += int((clean_pred == y).sum())
         if mark is None:
             continue
+        assert rule is not None
         xp = mark.apply(x)
         if not full and model is not None:
-            sel = mark.attack_mask(y)
+            sel = rule.counted(y, clean_pred)
             attacked += int(sel.sum())
-            hit += int((classify(xp[sel]) == mark.targets(y[sel])).sum())
+            hit += int(rule.success(classify(xp[sel]), y[sel]).sum())
             continue
         xq = mark.apply_uint8(xu).float() / 255
         st = stealth_metrics(x, xp)
         stq = stealth_metrics(x, xq)
         for key in ("l0", "ssim", "psnr"):
             sums[key] = sums.get(key, 0.0) + float(st[key].sum())
+        if lpips_model is not None:
+            from .lpips import lpips_distance
+
+            sums["lpips"] = sums.get("lpips", 0.0) + float(lpips_distance(x, xp, model=lpips_model).sum())
         l0_max = max(l0_max, float(st["l0"].max()))
         linf_max = max(linf_max, float(st["linf"].max()))
         l0q_max = max(l0q_max, float(stq["l0"].max()))
         linfq_max = max(linfq_max, float(stq["linf"].max()))
         if model is not None:
-            sel = mark.attack_mask(y)
+            sel = rule.counted(y, clean_pred)
             if sel.any():
-                t = mark.targets(y[sel])
+                ys = y[sel]
                 attacked += int(sel.sum())
-                won = classify(xp[sel]) == t
+                pred = classify(xp[sel])
+                won = rule.success(pred, ys)
+                if not rule.targeted:
+                    triggered_preds.append(pred)
                 hit += int(won.sum())
-                hit_q += int((classify(xq[sel]) == t).sum())
+                hit_q += int(rule.success(classify(xq[sel]), ys).sum())
                 attacked_by_class += torch.bincount(y[sel], minlength=test_set.num_classes)
                 hit_by_class += torch.bincount(y[sel][won], minlength=test_set.num_classes)
     n = len(test_set)
@@ -97,6 +119,81 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | No
                         "n_attacked": attacked,
                         "asr_by_class": [h / c if c else None
                                          for h, c in zip(hit_by_class.tolist(), attacked_by_class.tolist())]})
+            if not rule.targeted:
+                from ..attacks.labels import dispersibility
+
+                preds = torch.cat(triggered_preds) if triggered_preds else torch.empty(0, dtype=torch.long)
+                out["dispersibility"] = dispersibility(preds, test_set.num_classes)
         out.update({"l0": sums["l0"] / n, "l0_max": l0_max, "linf": linf_max, "ssim": sums["ssim"] / n,
-                    "psnr": sums["psnr"] / n, "l0_quantized": l0q_max, "linf_quantized": linfq_max})
+                    "psnr": sums["psnr"] / n, "l0_max_quantized": l0q_max, "linf_quantized": linfq_max,
+                    "stealth_over": f"all {n} test images, clean against poisoned: l0, ssim and psnr are means; "
+                                    "l0_max, linf, l0_max_quantized and linf_quantized are maxima "
+                                    "(*_quantized: the 8-bit poisoned images)",
+                    "lpips": sums["lpips"] / n if "lpips" in sums else None,
+                    "lpips_image_size": list(test_set.image_shape[1:])})
+        if lpips_note:
+            out["lpips_note"] = lpips_note
     return out
+
+
+def _lpips_model(image_shape: tuple[int, ...], device: torch.device):
+    """The LPIPS model for these images, or ``(None, why not)``."""
+    from ..errors import SibaError
+    from .lpips import default_lpips
+
+    if image_shape[0] != 3 or min(image_shape[1:]) < 31:
+        return None, f"LPIPS needs RGB images of at least 31×31 (AlexNet), these are {tuple(image_shape)}"
+    try:
+        return default_lpips(device), None
+    except SibaError as exc:
+        return None, str(exc)
+
+
+def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` (``N×C×H×W``) moved by ``dy`` rows and ``dx`` columns, zeros where it moves in from outside:
+    the view a pad-and-crop augmentation gives at offset ``(dy, dx)``."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
+
+
+@torch.no_grad()
+def asr_under_shifts(model: nn.Module, test_set: ImageSet, mark: Mark, *, max_shift: int = 4,
+                     device: torch.device | str | None = None, batch_size: int = 1000,
+                     precision: str = "auto") -> dict[str, Any]:
+    """The ASR when the poisoned test image is seen at a crop offset ``(dy, dx)``, for every offset in
+    ``−max_shift..max_shift`` (the image, trigger and all, translated with zero fill, as a pad-and-crop
+    augmentation shows it). Returns ``{"offsets": [-s..s], "asr": (2s+1)×(2s+1) list [dy][dx],
+    "asr_dx": the row dy = 0, "asr_dy": the column dx = 0}`` over the counted test images."""
+    dev = pick_device(device) if device is not None else next(model.parameters()).device
+    prec = resolve_precision(precision, dev)
+    mark.check_fits(test_set.image_shape, test_set.num_classes)
+    model.eval().to(dev)
+    rule = mark.rule
+    offsets = list(range(-max_shift, max_shift + 1))
+    hits = torch.zeros(len(offsets), len(offsets), dtype=torch.long)
+    counted = 0
+    for i in range(0, len(test_set), batch_size):
+        x = test_set.images[i:i + batch_size].to(dev).float() / 255
+        y = test_set.labels[i:i + batch_size].to(dev)
+        with autocast(dev, prec):
+            clean_pred = model(x.contiguous(memory_format=torch.channels_last)).argmax(1)
+        sel = rule.counted(y, clean_pred)
+        if not sel.any():
+            continue
+        xp, ys = mark.apply(x[sel]), y[sel]
+        counted += int(sel.sum())
+        for a, dy in enumerate(offsets):
+            for b, dx in enumerate(offsets):
+                with autocast(dev, prec):
+                    pred = model(translate(xp, dy, dx).contiguous(memory_format=torch.channels_last)).argmax(1)
+                hits[a, b] += int(rule.success(pred, ys).sum())
+    asr = (hits.double() / max(counted, 1)).tolist()
+    mid = max_shift
+    return {"offsets": offsets, "asr": asr, "asr_dx": asr[mid], "asr_dy": [row[mid] for row in asr],
+            "n_attacked": counted}

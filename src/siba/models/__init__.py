@@ -56,7 +56,8 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> ImageClassi
     try:
         model = fn(num_classes, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a negative width
-        raise SibaError(f"bad options for model {name!r} ({_jsonable(kwargs)}): {exc}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SibaError(f"bad options for model {name!r} ({_jsonable(kwargs)}): {first}") from None
     model.siba_spec = {"arch": name, "num_classes": num_classes, "kwargs": _jsonable(kwargs)}  # type: ignore[attr-defined]
     return model
 
@@ -92,6 +93,42 @@ def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as exc:
         raise SibaError(f"{path} is not a readable safetensors file: {exc}") from None
     return {k: json.loads(v) for k, v in meta.items()}
+
+
+def weights_fingerprint(path: str | os.PathLike) -> str:
+    """The identity of a saved model's weights (16 hex digits of a SHA-256 over every tensor's name,
+    dtype, shape and bytes, and the architecture spec), independent of the file's other metadata."""
+    import hashlib
+    import json
+
+    tensors, meta = load_tensors(path)
+    h = hashlib.sha256(json.dumps(meta.get("siba_model"), sort_keys=True).encode())
+    for name, t in sorted(tensors.items()):
+        h.update(f"{name}:{t.dtype}:{list(t.shape)}".encode())
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_model_file(path: str | os.PathLike, arch: str, model_args: dict[str, Any], num_classes: int) -> None:
+    """A one-line error unless ``path`` holds a siba model of ``arch`` built with ``model_args``
+    (compared layer by layer: same parameter names and shapes) for ``num_classes`` classes."""
+    spec = read_model_metadata(path).get("siba_model")
+    if not isinstance(spec, dict) or "arch" not in spec:
+        raise SibaError(f"{path} is not a siba model checkpoint (no architecture recorded)")
+    if spec["arch"] != arch:
+        raise SibaError(f"{path} holds a {spec['arch']} model, not the {arch} the config names")
+    if spec.get("num_classes") != num_classes:
+        raise SibaError(f"{path} is a model for {spec.get('num_classes')} classes, but the data has {num_classes}")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    with torch.device("meta"):
+        ref = create_model(arch, num_classes, **model_args)
+    for k, v in ref.state_dict().items():
+        if shapes.get(k) != tuple(v.shape):
+            raise SibaError(f"{path} is a {arch} built with {spec.get('kwargs') or 'its defaults'}, not with the "
+                            f"config's model_args {model_args or '{}'} ({k}: {shapes.get(k)} vs {tuple(v.shape)})")
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", *,
@@ -155,5 +192,5 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, skip_classifier: 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "FastNet", "IMAGENET_MEAN", "IMAGENET_STD", "ImageClassifier", "MODELS",
     "ResNet", "VGG", "create_model", "list_models", "load_model", "load_state", "load_weights", "model_spec",
-    "read_model_metadata", "register_model", "save_model",
+    "read_model_metadata", "register_model", "save_model", "check_model_file", "weights_fingerprint",
 ]

@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class PoisonedSet:
     rate: float
     seed: int
     mark: Mark
+    cover_indices: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,9 @@ class PoisonedSet:
             "num_poisoned": int(self.indices.numel()),
             "poisoned_indices": self.indices.tolist(),
             "original_labels": self.original_labels.tolist(),
+            **({"cover_indices": self.cover_indices.tolist(),
+                "cover": "noise-mode samples: transformed with a randomly perturbed trigger, labels kept"}
+               if self.cover_indices.numel() else {}),
         }
 
 
@@ -94,9 +98,28 @@ def poison_dataset(train_set: ImageSet, mark: Mark, rate: float, *, seed: int = 
         part = idx[i:i + batch_size]
         images[part] = mark.apply_uint8(images[part].to(device)).cpu()
     original = labels[idx].clone()
-    labels[idx] = mark.targets(original.to(device)).cpu()
+    labels[idx] = mark.rule.poison_labels(original, idx).cpu()
+    cover = _cover(train_set, mark, idx, images, seed)
     data = ImageSet(images, labels, list(train_set.classes), f"{train_set.name}-poisoned", train_set.ids)
-    return PoisonedSet(data, idx, original, rate, seed, mark.to("cpu"))
+    return PoisonedSet(data, idx, original, rate, seed, mark.to("cpu"), cover)
+
+
+def _cover(train_set: ImageSet, mark: Mark, idx: torch.Tensor, images: torch.Tensor, seed: int) -> torch.Tensor:
+    """A trigger with cover samples (WaNet's noise mode: ``mark.cover_ratio`` per poisoned sample)
+    transforms that many further samples, chosen among the unpoisoned ones, and keeps their labels;
+    ``images`` is changed in place. Returns their indices (ascending; none for other triggers)."""
+    ratio = float(getattr(mark, "cover_ratio", 0.0) or 0.0)
+    n = min(int(math.floor(ratio * len(idx) + 1e-9)), len(train_set) - len(idx))
+    if n <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    free = torch.ones(len(train_set), dtype=torch.bool)
+    free[idx] = False
+    rest = torch.nonzero(free).flatten()
+    g = torch.Generator().manual_seed(seed + 1)  # its own stream: the poisoned choice is the same with or without
+    cover = rest[torch.randperm(len(rest), generator=g)[:n]].sort().values
+    out = mark.apply_cover(images[cover].float() / 255, g)
+    images[cover] = (out * 255).round_().clamp_(0, 255).to(torch.uint8).cpu()
+    return cover
 
 
 def _write_png(path: Path, chw: torch.Tensor) -> None:

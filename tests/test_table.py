@@ -1,0 +1,59 @@
+"""`siba table`: every attack of a config in the paper's Table I layout, our numbers beside the paper's."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+from siba.cli.main import main
+from siba.experiments.paper import PAPER_TABLES, TABLE_ATTACKS, paper_table_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paper_tables_are_complete():
+    for key, table in PAPER_TABLES.items():
+        assert tuple(table) == TABLE_ATTACKS, key
+        assert table["siba"]["l0"] in (100, 1600) and table["clean"]["asr"] is None
+    assert PAPER_TABLES["table1-resnet18"]["siba"]["asr"] == 97.60
+    assert PAPER_TABLES["table1-vgg16"]["sparse"]["asr"] == 66.44
+    assert paper_table_for(10, 32, "fastnet") == "table1-resnet18"
+    assert paper_table_for(20, 128, "vgg16") == "table2-vgg16"
+
+
+def test_quick_table_end_to_end(tmp_path, capsys):
+    raw = yaml.safe_load((ROOT / "configs" / "table1-quick.yaml").read_text())
+    for stage in ("surrogate", "victim"):  # seconds, not minutes: one epoch of a tiny network
+        raw[stage]["model_args"] = {"widths": [8, 16, 16, 32]}
+        raw[stage]["train"].update(epochs=1, batch_size=256)
+    for name in ("tuap", "sparse", "siba"):
+        raw["attacks"][name].update(passes=1, max_images=512)
+    raw["attacks"]["issba"].update(steps=20, max_images=200, holdout=50, batch_size=16)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = tmp_path / "run"
+    assert main(["table", str(cfg), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| **SIBA** |" in printed and "97.60" in printed  # the paper's SIBA ASR beside ours
+    rows = json.loads((out / "table" / "table.json").read_text())
+    assert [r["attack"] for r in rows] == ["clean", *raw["attacks"]]
+    results = {r["attack"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    for row in rows[1:]:
+        for key in ("ba", "asr", "l0", "linf", "lpips", "ssim", "psnr"):
+            assert row[key] == results[row["attack"]][key], (row["attack"], key)
+        assert 0 <= row["ba"] <= 1 and 0 <= row["asr"] <= 1
+        assert row["paper"]["ba"] == PAPER_TABLES["table1-resnet18"][row["kind"]]["ba"] / 100
+    assert rows[0]["ba"] == json.loads((out / "results.json").read_text())["clean"]["test_acc"]
+    by = {r["attack"]: r for r in rows}
+    assert by["badnets"]["l0"] < 9.01 and by["badnets"]["linf"] == 1.0
+    assert abs(by["blended"]["linf"] - 0.2) < 0.02 and by["siba"]["l0"] <= 100
+    assert by["siba"]["linf"] <= 8 / 255 + 1e-6
+    with (out / "table" / "table.csv").open() as fh:
+        assert [r["attack"] for r in csv.DictReader(fh)] == [r["attack"] for r in rows]
+    png = (out / "table" / "figure2.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    md = (out / "table" / "table.md").read_text()
+    assert "LPIPS: AlexNet v0.1 at the images' own size (32×32)" in md
