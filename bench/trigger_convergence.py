@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from siba.attacks import Trigger, optimize_trigger  # noqa: E402
+from siba.attacks import AdditiveTrigger, optimize_trigger  # noqa: E402
 from siba.attacks.sparse import parse_number  # noqa: E402
 from siba.data import load_dataset  # noqa: E402
 from siba.metrics import evaluate_attack  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
     victims = []
     for a, p in [(a, p) for a in snapshots for p in args.victim_passes]:
         d, m = snapshots[a][p]
-        trig = Trigger(d.cpu(), m.cpu(), eps=eps, k=args.k, num_classes=data.num_classes, target=args.target)
+        trig = AdditiveTrigger(d.cpu(), m.cpu(), eps=eps, k=args.k, num_classes=data.num_classes, target=args.target)
         poisoned = poison_dataset(data.train, trig, args.rate, seed=args.seed)
         torch.manual_seed(args.seed)
         kw = {"widths": args.victim_widths} if args.victim_model == "fastnet" else {}

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from siba.attacks import Trigger, load_trigger  # noqa: E402
+from siba.attacks import AdditiveTrigger, load_trigger  # noqa: E402
 from siba.data import load_dataset  # noqa: E402
 from siba.runtime import setup_threads  # noqa: E402
 
@@ -86,10 +86,10 @@ def victim_contrast(run: Path, name: str, test, per_image: torch.Tensor, bins: i
 
     attack = name.rsplit("-r", 1)[0]
     mark = load_trigger(run / "triggers" / attack / "trigger.safetensors")
-    if not isinstance(mark, Trigger):
+    if not isinstance(mark, AdditiveTrigger):
         raise SystemExit(f"--victim {name}: its trigger ({attack}) has no sparse mask to measure contrast under")
     model = load_model(run / "victims" / name / "model.safetensors", expect_classes=test.num_classes)
-    keep = mark.attack_mask(test.labels)
+    keep = mark.rule.eligible(test.labels)
     pred = predict(model, mark.apply(test.images[keep].float() / 255))
     success = pred.cpu() == mark.targets(test.labels[keep])
     under = contrast_under(per_image[keep], mark.mask)
@@ -119,7 +119,7 @@ def main() -> None:
     rows = {}
     for path in sorted((a.run / "triggers").glob("*/trigger.safetensors")):
         mark = load_trigger(path)
-        if isinstance(mark, Trigger):
+        if isinstance(mark, AdditiveTrigger):
             rows[path.parent.name] = placement(mark.mask, contrast)
             under = contrast_under(per_image, mark.mask)
             rows[path.parent.name]["contrast_by_class"] = {

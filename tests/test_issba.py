@@ -8,7 +8,7 @@ import torch
 from siba.attacks.base import create_attack
 from siba.attacks.issba import (APPLY_CHUNK, ISSBA, EncoderTrigger, StegaDecoder, StegaEncoder, encode,
                                 evaluate_issba, fixed_secret, image_loss_weight, train_issba)
-from siba.attacks.trigger import Mark
+from siba.attacks.trigger import Trigger
 from siba.errors import SibaError
 from siba.runtime import load_tensors
 
@@ -68,7 +68,7 @@ def test_save_load_round_trip_is_bit_for_bit(tmp_path):
     mark = _random_trigger(gain=10.0)
     mark.meta["heldout"] = {"bit_accuracy": 0.99}
     st = mark.save(tmp_path / "trigger")
-    back = Mark.load(st)
+    back = Trigger.load(st)
     assert isinstance(back, EncoderTrigger) and back.kind == "encoder"
     assert back.arch == mark.arch and torch.equal(back.secret, mark.secret)
     assert back.target == 1 and back.num_classes == 4 and back.meta["heldout"] == {"bit_accuracy": 0.99}
@@ -259,7 +259,7 @@ def test_end_to_end_on_a_slice_of_cifar10_mini(tmp_path):
     change = poisoned.data.images[idx].float() - train.images[idx].float()
     assert change.abs().sum() > 0 and not torch.equal(change[0], change[1])
     path = mark.save(tmp_path / "trigger")
-    assert torch.equal(Mark.load(path).apply_uint8(train.images[:4]), mark.apply_uint8(train.images[:4]))
+    assert torch.equal(Trigger.load(path).apply_uint8(train.images[:4]), mark.apply_uint8(train.images[:4]))
 
 
 def test_decoder_reads_logits_per_bit_for_any_size():

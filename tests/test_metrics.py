@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from siba.attacks import Trigger, create_attack
+from siba.attacks import AdditiveTrigger, create_attack
 from siba.metrics import evaluate_attack, l0_pixels, linf, psnr, ssim
 
 
@@ -87,13 +87,13 @@ def _oracle_set(pre_lit: int | None = None):
     return ImageSet((images * 255).round().to(torch.uint8), labels, ["a", "b", "c", "d"])
 
 
-def _corner_trigger(amplitude: float, eps: float = 1.0) -> Trigger:
+def _corner_trigger(amplitude: float, eps: float = 1.0) -> AdditiveTrigger:
     """A one-pixel trigger at (0, 0) of channel 0, all-to-one towards class 0."""
     mask = torch.zeros(4, 4)
     mask[0, 0] = 1
     delta = torch.zeros(3, 4, 4)
     delta[0, 0, 0] = amplitude
-    return Trigger(delta, mask, eps=eps, k=1, num_classes=4, target=0)
+    return AdditiveTrigger(delta, mask, eps=eps, k=1, num_classes=4, target=0)
 
 
 def test_evaluate_attack_counts_only_non_target_images():
@@ -151,7 +151,7 @@ class _NextOracle(_Oracle):
 def test_all_to_all_asr_counts_every_image_towards_its_own_next_class():
     data = _oracle_set()
     corner = _corner_trigger(1.0)
-    all_to_all = Trigger(corner.delta, corner.mask, eps=1.0, k=1, num_classes=4, target_rule="all-to-all")
+    all_to_all = AdditiveTrigger(corner.delta, corner.mask, eps=1.0, k=1, num_classes=4, target_rule="all-to-all")
     ev = evaluate_attack(_NextOracle(), data, all_to_all, device="cpu")
     assert ev["ba"] == 1.0
     assert ev["n_attacked"] == 20  # every class is attacked, the all-to-one target's too

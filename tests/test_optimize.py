@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from torch import nn
 
-from siba.attacks import Trigger, create_attack, l0_project, l0_support, optimize_trigger, topk_mask
+from siba.attacks import AdditiveTrigger, create_attack, l0_project, l0_support, optimize_trigger, topk_mask
 from siba.data import ImageSet
 from siba.data.loader import DeviceLoader
 from siba.errors import SibaError
@@ -111,7 +111,7 @@ def test_budgets_exact_after_optimisation(surrogate, k, levels, rule, all_to_all
     assert int(res.mask.sum()) == k
     assert float(res.delta.abs().max()) <= eps
     assert torch.equal(res.delta * (1 - res.mask), torch.zeros_like(res.delta))
-    trig = Trigger(res.delta, res.mask, eps=eps, k=k, num_classes=4)
+    trig = AdditiveTrigger(res.delta, res.mask, eps=eps, k=k, num_classes=4)
     xq = trig.apply_uint8(data.images[:64])
     assert int((xq != data.images[:64]).any(1).flatten(1).sum(1).max()) <= k
     assert int((xq.int() - data.images[:64].int()).abs().max()) <= levels

@@ -9,17 +9,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siba.attacks import BlendTrigger, Trigger, load_trigger, random_mask
+from siba.attacks import BlendTrigger, AdditiveTrigger, load_trigger, random_mask
 from siba.errors import SibaError
 from siba.metrics import l0_pixels, linf
 
 
-def random_trigger(k: int, eps: float, seed: int, shape=(3, 8, 8)) -> Trigger:
+def random_trigger(k: int, eps: float, seed: int, shape=(3, 8, 8)) -> AdditiveTrigger:
     g = torch.Generator().manual_seed(seed)
     mask = random_mask(shape[1:], k, g)
     delta = (torch.rand(shape, generator=g) * 2 - 1) * eps * 1.5  # some values beyond ε, clipped below
     delta = delta.clamp(-eps, eps)
-    return Trigger(delta, mask, eps=eps, k=k, num_classes=4)
+    return AdditiveTrigger(delta, mask, eps=eps, k=k, num_classes=4)
 
 
 @settings(max_examples=60, deadline=None)
@@ -50,7 +50,7 @@ def test_8bit_trigger_keeps_whole_levels():
     mask[0, 0] = 1
     delta = torch.zeros(3, 4, 4)
     delta[:, 0, 0] = torch.tensor([8 / 255, -8 / 255, 3.7 / 255])
-    trig = Trigger(delta, mask, eps=8 / 255, k=1, num_classes=2)
+    trig = AdditiveTrigger(delta, mask, eps=8 / 255, k=1, num_classes=2)
     x = torch.full((1, 3, 4, 4), 100, dtype=torch.uint8)
     q = trig.apply_uint8(x)
     # ±8 levels survive exactly (no float round-off to 7 or 9); 3.7 truncates towards zero
@@ -61,21 +61,21 @@ def test_8bit_trigger_keeps_whole_levels():
 def test_trigger_rejects_over_budget():
     mask = torch.ones(4, 4)
     with pytest.raises(SibaError, match="more than k"):
-        Trigger(torch.zeros(3, 4, 4), mask, eps=0.1, k=3, num_classes=2)
+        AdditiveTrigger(torch.zeros(3, 4, 4), mask, eps=0.1, k=3, num_classes=2)
     with pytest.raises(SibaError, match="above"):
-        Trigger(torch.full((3, 4, 4), 0.2), mask, eps=0.1, k=16, num_classes=2)
+        AdditiveTrigger(torch.full((3, 4, 4), 0.2), mask, eps=0.1, k=16, num_classes=2)
     with pytest.raises(SibaError, match="target class"):
-        Trigger(torch.zeros(3, 4, 4), mask, eps=0.1, k=16, num_classes=2, target=2)
+        AdditiveTrigger(torch.zeros(3, 4, 4), mask, eps=0.1, k=16, num_classes=2, target=2)
 
 
 def test_targets_all_to_one_and_all_to_all():
     y = torch.tensor([0, 1, 2, 3])
-    t1 = Trigger(torch.zeros(3, 4, 4), torch.zeros(4, 4), eps=0.1, k=1, num_classes=4, target=2)
+    t1 = AdditiveTrigger(torch.zeros(3, 4, 4), torch.zeros(4, 4), eps=0.1, k=1, num_classes=4, target=2)
     assert t1.targets(y).tolist() == [2, 2, 2, 2]
-    assert t1.attack_mask(y).tolist() == [True, True, False, True]
-    t2 = Trigger(torch.zeros(3, 4, 4), torch.zeros(4, 4), eps=0.1, k=1, num_classes=4, target_rule="all-to-all")
+    assert t1.rule.eligible(y).tolist() == [True, True, False, True]
+    t2 = AdditiveTrigger(torch.zeros(3, 4, 4), torch.zeros(4, 4), eps=0.1, k=1, num_classes=4, target_rule="all-to-all")
     assert t2.targets(y).tolist() == [1, 2, 3, 0]
-    assert t2.attack_mask(y).all()
+    assert t2.rule.eligible(y).all()
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -84,7 +84,7 @@ def test_save_load_roundtrip(tmp_path):
     path = trig.save(tmp_path / "t")
     assert path.name == "t.safetensors" and (tmp_path / "t.json").is_file()
     back = load_trigger(tmp_path / "t.safetensors")
-    assert isinstance(back, Trigger)
+    assert isinstance(back, AdditiveTrigger)
     assert torch.equal(back.delta, trig.delta) and torch.equal(back.mask, trig.mask)
     assert back.eps == trig.eps and back.k == 10 and back.meta["attack"] == "siba"
     x = torch.rand(2, 3, 8, 8)

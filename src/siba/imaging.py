@@ -1,7 +1,7 @@
 """Pictures from tensors: a grid of labelled, magnified image tiles written as a PNG (Pillow).
 
 The lowest layer of siba's images: it knows tensors, not triggers or runs, so that triggers
-(``Mark.render``) and the report can both use it without importing each other.
+(``Trigger.render``) and the report can both use it without importing each other.
 """
 
 from __future__ import annotations

@@ -12,14 +12,14 @@ from .labels import AllToAll, AllToOne, LabelRule, RandomLabels, dispersibility,
 from .optimize import OptimizeResult, l0_project, l0_support, optimize_trigger, random_mask, topk_mask
 from .patch import BadNets, checkerboard
 from .sparse import SIBA, TUAP, RandomSparse, Sparse, parse_number
-from .trigger import BlendTrigger, Mark, Trigger, load_trigger
+from .trigger import BlendTrigger, Trigger, AdditiveTrigger, load_trigger
 from .ubw import UBWP
 from .wanet import WaNet, WarpTrigger
 
 __all__ = [
     "ATTACKS", "AllToAll", "AllToOne", "Attack", "BadNets", "BlendTrigger", "Blended", "EncoderTrigger", "ISSBA",
-    "LabelRule", "Mark", "StegaDecoder", "StegaEncoder", "evaluate_issba", "fixed_secret", "train_issba",
-    "OptimizeResult", "RandomLabels", "RandomSparse", "SIBA", "Sparse", "TUAP", "Trigger", "UBWP", "WaNet",
+    "LabelRule", "Trigger", "StegaDecoder", "StegaEncoder", "evaluate_issba", "fixed_secret", "train_issba",
+    "OptimizeResult", "RandomLabels", "RandomSparse", "SIBA", "Sparse", "TUAP", "AdditiveTrigger", "UBWP", "WaNet",
     "WarpTrigger",
     "checkerboard", "create_attack", "dispersibility", "l0_project", "l0_support", "list_attacks", "load_trigger",
     "make_rule", "optimize_trigger", "parse_number", "random_mask", "register_attack", "topk_mask",

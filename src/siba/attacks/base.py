@@ -1,7 +1,7 @@
 """The interface every attack shares, and the registry that finds attacks by name.
 
 An attack is one object: its settings go in at construction (checked there, one-line
-errors), and ``generate(train_set, surrogate)`` returns a trigger (:class:`Mark`). Poisoning,
+errors), and ``generate(train_set, surrogate)`` returns a trigger (:class:`Trigger`). Poisoning,
 victim training and evaluation are the same for every attack and live in their own
 modules, so a new attack is a new ``generate``.
 """
@@ -18,7 +18,7 @@ from torch import nn
 from ..data.dataset import ImageSet
 from ..errors import SibaError
 from ..runtime import SEED_LIMIT, check_seed  # noqa: F401  (check_seed: part of this module's interface)
-from .trigger import Mark
+from .trigger import Trigger
 
 ATTACKS: dict[str, type["Attack"]] = {}
 
@@ -71,7 +71,7 @@ class Attack:
 
     def generate(self, train_set: ImageSet, surrogate: nn.Module | None = None, *,
                  device: torch.device | str = "cpu", progress: bool | None = None,
-                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> Mark:
+                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> Trigger:
         """The trigger of this attack for ``train_set`` (and ``surrogate`` where it needs one).
 
         ``checkpoint``: a file where an optimising attack keeps its progress after every pass and

@@ -53,7 +53,7 @@ from ..errors import SibaError
 from ..runtime import load_tensors, pick_device, save_tensors
 from .base import Attack, register_attack
 from .sparse import parse_number
-from .trigger import Mark
+from .trigger import Trigger
 
 CHECKPOINT_FORMAT = 1  # the layout of an ISSBA training checkpoint
 MIN_SIZE = 16  # the smallest image side the encoder/decoder are made for
@@ -462,7 +462,7 @@ def evaluate_issba(encoder: StegaEncoder, decoder: StegaDecoder, images: torch.T
 # --------------------------------------------------------------------------- the trigger
 
 
-class EncoderTrigger(Mark):
+class EncoderTrigger(Trigger):
     """ISSBA's trigger: ``clip(x + encoder(x, secret), 0, 1)`` with a frozen trained encoder and a fixed secret.
 
     Holds the encoder's weights as tensors (``encoder.<name>``), the secret (``secret``, 0/1 float32) and

@@ -1,6 +1,6 @@
 """SIBA and the same-budget baselines: Sparse, Random and TUAP.
 
-All four make a :class:`Trigger` ``clip(x + m⊙δ, 0, 1)`` with at most ``k`` changed pixels
+All four make a :class:`AdditiveTrigger` ``clip(x + m⊙δ, 0, 1)`` with at most ``k`` changed pixels
 and ``|δ| ≤ ε``:
 
 - ``siba``: the optimised mask and magnitudes (paper Algorithm 1);
@@ -24,7 +24,7 @@ from ..errors import SibaError
 from ..runtime import check_precision
 from .base import Attack, register_attack
 from .optimize import MASK_RULES, float32_at_most, optimize_trigger, random_mask
-from .trigger import Trigger
+from .trigger import AdditiveTrigger
 
 
 def parse_number(value: Any, what: str) -> float:
@@ -79,10 +79,11 @@ class _SparseFamily(Attack):
         super().validate(image_shape, num_classes)
         _check_k_fits(self._k(image_shape), image_shape)
 
-    def _trigger(self, delta: torch.Tensor, mask: torch.Tensor, train_set: ImageSet, k: int, **meta: Any) -> Trigger:
+    def _trigger(self, delta: torch.Tensor, mask: torch.Tensor, train_set: ImageSet, k: int,
+                 **meta: Any) -> AdditiveTrigger:
         record = self._meta(**meta)
         record["params"]["k"] = k  # the budget used (TUAP's is H×W, whatever k it was given)
-        return Trigger(delta.cpu(), mask.cpu(), eps=self.eps, k=k, num_classes=train_set.num_classes,
+        return AdditiveTrigger(delta.cpu(), mask.cpu(), eps=self.eps, k=k, num_classes=train_set.num_classes,
                        target=self.target, target_rule=self.target_rule, meta=record)
 
 
@@ -120,7 +121,7 @@ class _Optimised(_SparseFamily):
 
     def generate(self, train_set: ImageSet, surrogate: nn.Module | None = None, *,
                  device: torch.device | str = "cpu", progress: bool | None = None,
-                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> Trigger:
+                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> AdditiveTrigger:
         """Optimise the trigger on ``surrogate``; with ``checkpoint``, keep and continue its progress there
         (the file stays when this returns: the caller removes it once the trigger is saved)."""
         self.check_data(train_set, surrogate)
@@ -181,7 +182,7 @@ class RandomSparse(_SparseFamily):
 
     def generate(self, train_set: ImageSet, surrogate: nn.Module | None = None, *,
                  device: torch.device | str = "cpu", progress: bool | None = None,
-                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> Trigger:
+                 log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> AdditiveTrigger:
         self.check_data(train_set, surrogate)
         g = torch.Generator().manual_seed(self.seed)
         c, h, w = train_set.image_shape

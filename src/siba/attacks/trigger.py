@@ -1,8 +1,8 @@
-"""Triggers ("marks"): what an attack attaches to an image, apart from how it was made.
+"""Triggers: what an attack does to an image, apart from how it was made and how samples are labelled.
 
 Two kinds cover the attacks here:
 
-- :class:`Trigger` — additive and sparse: ``x' = clip(x + m⊙δ, 0, 1)`` with a spatial
+- :class:`AdditiveTrigger` — additive and sparse: ``x' = clip(x + m⊙δ, 0, 1)`` with a spatial
   mask ``m`` (H×W, shared by the channels) and a perturbation ``δ`` (C×H×W). SIBA, Sparse,
   Random and TUAP make these; its budgets (``k`` pixels, ``|δ| ≤ ε``) hold exactly, and
   after 8-bit quantisation too (a float ``x + m⊙δ`` adds only float32 rounding, < 6e-8).
@@ -37,17 +37,17 @@ def trigger_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.with_suffix(".safetensors"), p.with_suffix(".json")
 
 
-class Mark:
+class Trigger:
     """Base of every trigger: target rule, device moves, save/load, uint8 application."""
 
     kind: ClassVar[str] = ""
-    _registry: ClassVar[dict[str, type["Mark"]]] = {}
+    _registry: ClassVar[dict[str, type["Trigger"]]] = {}
     cover_ratio: float = 0.0  # cover samples per poisoned sample (WaNet's noise mode); 0: none
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         if cls.kind:
-            Mark._registry[cls.kind] = cls
+            Trigger._registry[cls.kind] = cls
 
     def __init__(self, *, num_classes: int, target: int | None = 0, target_rule: str = "all-to-one",
                  meta: dict[str, Any] | None = None, label_seed: int = 0) -> None:
@@ -89,17 +89,13 @@ class Mark:
     def tensors(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def to(self, device: torch.device | str) -> "Mark":
+    def to(self, device: torch.device | str) -> "Trigger":
         raise NotImplementedError
 
     # ---------------------------------------------------------------- shared
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         """The class a triggered image of class ``labels`` should get (targeted rules; see ``rule``)."""
         return self.rule.test_targets(labels)
-
-    def attack_mask(self, labels: torch.Tensor) -> torch.Tensor:
-        """Which samples may be poisoned (all-to-one: those not of the target); ``rule.eligible``."""
-        return self.rule.eligible(labels)
 
     def check_fits(self, image_shape: tuple[int, ...], num_classes: int) -> None:
         if tuple(image_shape) != tuple(self.shape):
@@ -136,15 +132,15 @@ class Mark:
         return st
 
     @staticmethod
-    def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> "Mark":
+    def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> "Trigger":
         st, _ = trigger_paths(path)
         if not st.is_file():
             raise SibaError(f"trigger file not found: {st}")
         tensors, meta = load_tensors(st)
         desc = meta.get("siba_trigger")
-        if not isinstance(desc, dict) or desc.get("kind") not in Mark._registry:
+        if not isinstance(desc, dict) or desc.get("kind") not in Trigger._registry:
             raise SibaError(f"{st} is not a siba trigger")
-        cls = Mark._registry[desc["kind"]]
+        cls = Trigger._registry[desc["kind"]]
         try:
             mark = cls._from_saved(tensors, desc)
         except KeyError as exc:  # a description or tensor the file lacks
@@ -152,7 +148,7 @@ class Mark:
         return mark.to(device)
 
     @classmethod
-    def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "Mark":
+    def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "Trigger":
         raise NotImplementedError
 
     @staticmethod
@@ -188,7 +184,7 @@ class Mark:
         return tile_grid(rows, path, scale)
 
 
-class Trigger(Mark):
+class AdditiveTrigger(Trigger):
     """A sparse additive trigger ``clip(x + m⊙δ, 0, 1)`` with budgets ``k`` (pixels) and ``ε``."""
 
     kind = "additive"
@@ -217,7 +213,7 @@ class Trigger(Mark):
     def perturbation(self) -> torch.Tensor:
         return self.mask * self.delta
 
-    def to(self, device: torch.device | str) -> "Trigger":
+    def to(self, device: torch.device | str) -> "AdditiveTrigger":
         self.delta, self.mask = self.delta.to(device), self.mask.to(device)
         return self
 
@@ -258,12 +254,12 @@ class Trigger(Mark):
         return d
 
     @classmethod
-    def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "Trigger":
+    def _from_saved(cls, tensors: dict[str, torch.Tensor], desc: dict[str, Any]) -> "AdditiveTrigger":
         return cls(tensors["delta"], tensors["mask"], eps=desc.get("eps"), k=desc.get("k"),
                    **cls._rule_of(desc), meta=cls._meta_of(desc, ("k", "eps", "l0", "linf")))
 
 
-class BlendTrigger(Mark):
+class BlendTrigger(Trigger):
     """``x' = (1−α)⊙x + α⊙p``: a patch (BadNets, binary ``α``) or a blend (Blended)."""
 
     kind = "blend"
@@ -301,6 +297,6 @@ class BlendTrigger(Mark):
         return cls(tensors["pattern"], tensors["alpha"], **cls._rule_of(desc), meta=cls._meta_of(desc, ()))
 
 
-def load_trigger(path: str | os.PathLike, device: torch.device | str = "cpu") -> Mark:
+def load_trigger(path: str | os.PathLike, device: torch.device | str = "cpu") -> Trigger:
     """Load any saved trigger (additive or blend)."""
-    return Mark.load(path, device)
+    return Trigger.load(path, device)

@@ -24,7 +24,7 @@ from ..data.dataset import ImageSet
 from ..errors import SibaError
 from .base import Attack, register_attack
 from .sparse import parse_number
-from .trigger import Mark
+from .trigger import Trigger
 
 
 def warp_field(grid_size: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
@@ -43,7 +43,7 @@ def identity_grid(height: int, width: int) -> torch.Tensor:
     return torch.stack((gx, gy), dim=2)
 
 
-class WarpTrigger(Mark):
+class WarpTrigger(Trigger):
     """A fixed warp ``grid_sample(x, grid)``; ``noise_ratio`` > 0 adds WaNet's noise-mode cover samples."""
 
     kind = "warp"

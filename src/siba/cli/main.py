@@ -3,7 +3,7 @@
     siba run CONFIG            the whole pipeline from a YAML config (resumable)
     siba table CONFIG          the paper's Table I for every attack of a config, beside the paper's numbers
     siba train                 train a model (surrogate, victim, or on an exported poisoned set)
-    siba optimize              make a trigger (SIBA, Sparse, TUAP, Random, BadNets)
+    siba trigger               make a trigger with any attack (`siba optimize` is its former name)
     siba poison                poison a training set with a trigger and export it as PNG files
     siba evaluate              clean accuracy of a model, and the attack's success with a trigger
     siba list                  models, attacks and built-in data sets
@@ -124,6 +124,43 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
                    help="test accuracy every N epochs; 0: only after the last (default 1)")
 
 
+def _add_trigger_parser(sub: Any, name: str) -> None:
+    """``siba trigger`` (and ``siba optimize``, its former name: the same options)."""
+    what = ("make a trigger: siba, sparse, tuap, random (and every other attack of `siba list`)" if name == "trigger"
+            else "the same as `siba trigger` (its former name)")
+    p = sub.add_parser(name, help=what,
+                       description="Make a trigger with any attack from the training set (and a surrogate for "
+                                   "siba, sparse and tuap) and write trigger.safetensors, trigger.json and "
+                                   "trigger.png into --out. Defaults "
+                                   "are the reference settings: k=100, eps=8/255, alpha=0.8·eps, beta=10, 200 passes, "
+                                   "re-mask every 5, batch 128, target 0. An optimisation keeps its progress in "
+                                   "--out/optimize-checkpoint.safetensors after every pass: the same command run "
+                                   "again after an interruption continues from it (with other settings it is a "
+                                   "one-line error); the file goes once the trigger is written.")
+    _add_data(p)
+    p.add_argument("--attack", default="siba", help="siba (default), sparse, tuap, random, badnets, blended, wanet, "
+                        "ubw-p or issba (see `siba list`)")
+    p.add_argument("--surrogate", default=None, help="surrogate model.safetensors (needed by siba, sparse, tuap)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--k", type=_pos_int, default=None,
+                   help="L0 budget in pixels (default 100; tuap has none: it uses all H×W pixels)")
+    p.add_argument("--eps", type=_number, default=None, help="L∞ budget, e.g. 8/255 (default)")
+    p.add_argument("--alpha", type=_number, default=None, help="step size (default 0.8·eps)")
+    p.add_argument("--beta", type=_number, default=None, help="cross-entropy clamp (default 10)")
+    p.add_argument("--passes", type=_pos_int, default=None, help="passes over the data, N (default 200)")
+    p.add_argument("--remask-every", type=_pos_int, default=None, help="re-select the mask every T passes (default 5)")
+    p.add_argument("--batch-size", type=_pos_int, default=None, help="default 128")
+    p.add_argument("--mask-rule", choices=["gradient", "projection"], default=None,
+                   help="gradient: top-k of Σ|g| (reference code, default); projection: Lemma 1 on the updated δ")
+    p.add_argument("--max-images", type=_pos_int, default=None, help="optimise on a seeded subset of this size")
+    p.add_argument("--target", type=_nonneg_int, default=0, help="target class index (default 0)")
+    p.add_argument("--all-to-all", action="store_true", help="target (y+1) mod K instead of one class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other attack option, e.g. size=4 for badnets (repeatable)")
+    _add_common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -196,35 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the JSON here too")
     _add_common(p)
 
-    p = sub.add_parser("optimize", help="make a trigger (siba, sparse, tuap, random, badnets)",
-                       description="Make a trigger from the training set (and a surrogate for siba, sparse and tuap) "
-                                   "and write trigger.safetensors, trigger.json and trigger.png into --out. Defaults "
-                                   "are the reference settings: k=100, eps=8/255, alpha=0.8·eps, beta=10, 200 passes, "
-                                   "re-mask every 5, batch 128, target 0. An optimisation keeps its progress in "
-                                   "--out/optimize-checkpoint.safetensors after every pass: the same command run "
-                                   "again after an interruption continues from it (with other settings it is a "
-                                   "one-line error); the file goes once the trigger is written.")
-    _add_data(p)
-    p.add_argument("--attack", default="siba", help="siba (default), sparse, tuap, random or badnets")
-    p.add_argument("--surrogate", default=None, help="surrogate model.safetensors (needed by siba, sparse, tuap)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--k", type=_pos_int, default=None,
-                   help="L0 budget in pixels (default 100; tuap has none: it uses all H×W pixels)")
-    p.add_argument("--eps", type=_number, default=None, help="L∞ budget, e.g. 8/255 (default)")
-    p.add_argument("--alpha", type=_number, default=None, help="step size (default 0.8·eps)")
-    p.add_argument("--beta", type=_number, default=None, help="cross-entropy clamp (default 10)")
-    p.add_argument("--passes", type=_pos_int, default=None, help="passes over the data, N (default 200)")
-    p.add_argument("--remask-every", type=_pos_int, default=None, help="re-select the mask every T passes (default 5)")
-    p.add_argument("--batch-size", type=_pos_int, default=None, help="default 128")
-    p.add_argument("--mask-rule", choices=["gradient", "projection"], default=None,
-                   help="gradient: top-k of Σ|g| (reference code, default); projection: Lemma 1 on the updated δ")
-    p.add_argument("--max-images", type=_pos_int, default=None, help="optimise on a seeded subset of this size")
-    p.add_argument("--target", type=_nonneg_int, default=0, help="target class index (default 0)")
-    p.add_argument("--all-to-all", action="store_true", help="target (y+1) mod K instead of one class")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="any other attack option, e.g. size=4 for badnets (repeatable)")
-    _add_common(p)
+    for name in ("trigger", "optimize"):
+        _add_trigger_parser(sub, name)
 
     p = sub.add_parser("poison", help="poison a training set with a trigger and export it as PNG files",
                        description="Attach the trigger to ⌊rate·N⌋ seeded training images and relabel them: "
@@ -454,8 +464,8 @@ def cmd_list(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "table": cmd_table, "train": cmd_train, "evaluate": cmd_evaluate, "optimize": cmd_optimize,
-            "poison": cmd_poison, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "table": cmd_table, "train": cmd_train, "evaluate": cmd_evaluate, "trigger": cmd_optimize,
+            "optimize": cmd_optimize, "poison": cmd_poison, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

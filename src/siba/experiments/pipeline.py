@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..attacks import Mark, load_trigger
+from ..attacks import Trigger, load_trigger
 from ..data import DataSplits, ImageSet, load_dataset
 from ..errors import SibaError
 from ..metrics import evaluate_attack
@@ -74,7 +74,7 @@ class Pipeline:
         self.data: DataSplits | None = None
         self.surrogate_digest: str | None = None
         self.trigger_digests: dict[str, str] = {}
-        self.marks: dict[str, Mark] = {}  # the triggers of the latest run(), by attack name
+        self.marks: dict[str, Trigger] = {}  # the triggers of the latest run(), by attack name
 
     # ------------------------------------------------------------------ checks
     def _stage(self, folder: Path, settings: dict[str, Any], label: str) -> str:
@@ -142,7 +142,7 @@ class Pipeline:
         for name in cfg.attacks:
             attack = cfg.attack(name)
             attack.validate(data.image_shape, data.num_classes)
-            probe = _ProbeMark(data.num_classes, attack.target, attack.target_rule)
+            probe = _ProbeTrigger(data.num_classes, attack.target, attack.target_rule)
             for rate in cfg.rates:
                 select_poison_indices(data.train.labels, probe, rate, cfg.seed)
         stages = [("surrogate", cfg.surrogate)] if need_surrogate else []
@@ -243,7 +243,7 @@ class Pipeline:
         _, summary = self._train_stage(cfg.victim, data.train, out, "clean")
         return summary
 
-    def trigger(self, name: str, surrogate: torch.nn.Module | None) -> Mark:
+    def trigger(self, name: str, surrogate: torch.nn.Module | None) -> Trigger:
         data = self.data
         assert data is not None
         folder = self.out / "triggers" / name
@@ -269,7 +269,7 @@ class Pipeline:
         self.trigger_digests[name] = mark.fingerprint()  # victims are keyed to the trigger's tensors
         return mark
 
-    def victim(self, name: str, mark: Mark, rate: float, clean_ba: float | None) -> dict[str, Any]:
+    def victim(self, name: str, mark: Trigger, rate: float, clean_ba: float | None) -> dict[str, Any]:
         cfg, data = self.cfg, self.data
         assert data is not None
         out = victim_dir(self.out, name, rate)
@@ -345,7 +345,7 @@ class Pipeline:
         surrogate, sur_summary = self.surrogate(need_surrogate)
         clean = self.clean(run=run_clean)
         clean_ba = clean.get("test_acc")
-        marks: dict[str, Mark] = {}
+        marks: dict[str, Trigger] = {}
         rows = []
         for name in self.cfg.attacks:
             path = self.out / "triggers" / name / "trigger.safetensors"
@@ -387,7 +387,7 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in keys if k in summary}
 
 
-class _ProbeMark(Mark):
+class _ProbeTrigger(Trigger):
     """A stand-in trigger for checking rates before the real trigger exists."""
 
     kind = ""

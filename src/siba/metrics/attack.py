@@ -7,14 +7,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks.trigger import Mark
+from ..attacks.trigger import Trigger
 from ..data.dataset import ImageSet
 from ..runtime import autocast, pick_device, resolve_precision
 from .stealth import stealth_metrics
 
 
 @torch.no_grad()
-def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Mark | None, *,
+def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Trigger | None, *,
                     device: torch.device | str | None = None, batch_size: int = 1000,
                     precision: str = "auto", full: bool = True) -> dict[str, Any]:
     """One pass over the test set; returns fractions in [0, 1] and stealth averages.
@@ -163,7 +163,7 @@ def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def asr_under_shifts(model: nn.Module, test_set: ImageSet, mark: Mark, *, max_shift: int = 4,
+def asr_under_shifts(model: nn.Module, test_set: ImageSet, mark: Trigger, *, max_shift: int = 4,
                      device: torch.device | str | None = None, batch_size: int = 1000,
                      precision: str = "auto") -> dict[str, Any]:
     """The ASR when the poisoned test image is seen at a crop offset ``(dy, dx)``, for every offset in

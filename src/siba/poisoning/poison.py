@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..attacks.trigger import Mark, trigger_paths
+from ..attacks.trigger import Trigger, trigger_paths
 from ..data.dataset import ImageSet
 from ..errors import SibaError
 from ..runtime import file_sha256, read_json, write_json
@@ -38,7 +38,7 @@ class PoisonedSet:
     original_labels: torch.Tensor
     rate: float
     seed: int
-    mark: Mark
+    mark: Trigger
     cover_indices: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     def manifest(self) -> dict[str, Any]:
@@ -72,11 +72,11 @@ def poison_count(n: int, rate: float) -> int:
     return int(math.floor(rate * n + 1e-9))
 
 
-def select_poison_indices(labels: torch.Tensor, mark: Mark, rate: float, seed: int) -> torch.Tensor:
+def select_poison_indices(labels: torch.Tensor, mark: Trigger, rate: float, seed: int) -> torch.Tensor:
     """``⌊ρ·N⌋`` seeded indices among the eligible samples (all-to-one: not of the target)."""
     rate = check_rate(rate)
     n = poison_count(len(labels), rate)
-    eligible = torch.nonzero(mark.attack_mask(labels)).flatten()
+    eligible = torch.nonzero(mark.rule.eligible(labels)).flatten()
     if n == 0:
         raise SibaError(f"rate {rate:g} of {len(labels)} images poisons no sample; raise the rate")
     if n > len(eligible):
@@ -86,7 +86,7 @@ def select_poison_indices(labels: torch.Tensor, mark: Mark, rate: float, seed: i
 
 
 @torch.no_grad()
-def poison_dataset(train_set: ImageSet, mark: Mark, rate: float, *, seed: int = 0,
+def poison_dataset(train_set: ImageSet, mark: Trigger, rate: float, *, seed: int = 0,
                    device: torch.device | str = "cpu", batch_size: int = 4096) -> PoisonedSet:
     """Attach ``mark`` to ``⌊rate·N⌋`` samples and relabel them; returns a new set."""
     mark.check_fits(train_set.image_shape, train_set.num_classes)
@@ -104,7 +104,7 @@ def poison_dataset(train_set: ImageSet, mark: Mark, rate: float, *, seed: int = 
     return PoisonedSet(data, idx, original, rate, seed, mark.to("cpu"), cover)
 
 
-def _cover(train_set: ImageSet, mark: Mark, idx: torch.Tensor, images: torch.Tensor, seed: int) -> torch.Tensor:
+def _cover(train_set: ImageSet, mark: Trigger, idx: torch.Tensor, images: torch.Tensor, seed: int) -> torch.Tensor:
     """A trigger with cover samples (WaNet's noise mode: ``mark.cover_ratio`` per poisoned sample)
     transforms that many further samples, chosen among the unpoisoned ones, and keeps their labels;
     ``images`` is changed in place. Returns their indices (ascending; none for other triggers)."""

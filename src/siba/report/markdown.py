@@ -10,7 +10,7 @@ from ..runtime import atomic_path
 from .plot import line_chart
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..attacks.trigger import Mark
+    from ..attacks.trigger import Trigger
     from ..experiments.config import RunConfig
 
 
@@ -100,7 +100,8 @@ def surrogate_line(cfg: "RunConfig") -> str:
     return f"- surrogate: loaded from `{stage.path}` (`{arch}`{f' {kwargs}' if kwargs else ''})"
 
 
-def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, Any], marks: dict[str, "Mark"]) -> Path:
+def write_report(out: str | os.PathLike, cfg: "RunConfig", results: dict[str, Any],
+                 marks: dict[str, "Trigger"]) -> Path:
     out = Path(out)
     rows = results["results"]
     lines = [f"# siba run: {cfg.name}", ""]
