@@ -6,6 +6,7 @@
     siba trigger               make a trigger with any attack (`siba optimize` is its former name)
     siba poison                poison a training set with a trigger and export it as PNG files
     siba evaluate              clean accuracy of a model, and the attack's success with a trigger
+    siba defend NAME RUN       a backdoor defense (or all) against a run's victims
     siba list                  models, attacks and built-in data sets
 
 A user's mistake (a missing file, an unknown name or option, a missing or out-of-range
@@ -254,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not write the clean test/ tree (the folder is then not a data set for `siba train`)")
     _add_common(p)
 
-    sub.add_parser("list", help="models, attacks and built-in data sets")
+    from .defend import add_parser as add_defend
+
+    add_defend(sub, _kv, _add_common)
+    sub.add_parser("list", help="models, attacks, defenses and built-in data sets")
     return ap
 
 
@@ -452,12 +456,20 @@ def _same_export(out: Path, poisoned: Any, trigger_file: str, with_test: bool) -
             and (manifest.get("test") is not None) == with_test)
 
 
+def _cmd_defend(args: argparse.Namespace, command: str) -> int:
+    from .defend import cmd_defend
+
+    return cmd_defend(args, command)
+
+
 def cmd_list(args: argparse.Namespace, command: str) -> int:
     from ..attacks import list_attacks
     from ..data import BUILTIN
+    from ..defenses import list_defenses
     from ..models import list_models
 
-    for title, items in (("models", list_models()), ("attacks", list_attacks()), ("data sets", BUILTIN)):
+    for title, items in (("models", list_models()), ("attacks", list_attacks()), ("defenses", list_defenses()),
+                         ("data sets", BUILTIN)):
         print(f"{title}:")
         for k, v in items.items():
             print(f"  {k:14s} {v}")
@@ -465,7 +477,7 @@ def cmd_list(args: argparse.Namespace, command: str) -> int:
 
 
 COMMANDS = {"run": cmd_run, "table": cmd_table, "train": cmd_train, "evaluate": cmd_evaluate, "trigger": cmd_optimize,
-            "optimize": cmd_optimize, "poison": cmd_poison, "list": cmd_list}
+            "optimize": cmd_optimize, "poison": cmd_poison, "defend": _cmd_defend, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,76 @@
+"""`siba defend`: defenses against what a run saved, or against a model and data a user names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from siba.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    raw = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    raw["attacks"] = {"badnets": {"size": 6}}
+    raw["rates"] = [0.1]
+    raw["victim"]["train"].update(epochs=3, crop_pad=0)
+    base = tmp_path_factory.mktemp("defend")
+    cfg = base / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = base / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_defend_a_run_victim_writes_results_and_a_summary(run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    assert main(["defend", "strip", str(run), "--victim", "badnets@0.1", "--set", "n=4", "--val-size", "200",
+                 "--quiet"]) == 0
+    res = json.loads((run / "defenses" / "strip" / "badnets-r0.1" / "result.json").read_text())
+    assert res["defense"] == "strip" and res["kind"] == "detection"
+    assert 0 <= res["metrics"]["auroc"] <= 1 and res["settings"]["n"] == 4
+    assert res["data"]["clean_val_images"] == 200
+    summary = json.loads((run / "defenses" / "summary.json").read_text())
+    assert [(r["victim"], r["defense"]) for r in summary] == [("badnets-r0.1", "strip")]
+    assert summary[0]["auroc"] == res["metrics"]["auroc"]
+    assert "| badnets-r0.1 | strip |" in (run / "defenses" / "summary.md").read_text()
+    capsys.readouterr()
+    before = (run / "defenses" / "strip" / "badnets-r0.1" / "result.json").stat().st_mtime_ns
+    assert main(["defend", "strip", str(run), "--set", "n=4", "--val-size", "200", "--quiet"]) == 0
+    assert "done already" in capsys.readouterr().err  # the same command again resumes: nothing redone
+    assert (run / "defenses" / "strip" / "badnets-r0.1" / "result.json").stat().st_mtime_ns == before
+
+
+def test_defend_a_named_model(run_dir, tmp_path):
+    victim = run_dir / "victims" / "badnets-r0.1"
+    out = tmp_path / "d"
+    assert main(["defend", "scale-up", "--model", str(victim / "model.safetensors"), "--data", "cifar10-mini",
+                 "--trigger", str(run_dir / "triggers" / "badnets" / "trigger.safetensors"), "--val-size", "100",
+                 "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "scale-up" / "badnets-r0.1" / "result.json").read_text())
+    assert res["defense"] == "scale-up" and "auroc" in res["metrics"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["defend", "nope", "RUN"], "unknown defense 'nope'"),
+    (["defend", "strip", "RUN", "--victim", "siba@0.1"], "no finished victim siba@0.1"),
+    (["defend", "strip", "RUN", "--victim", "badnets"], "expected ATTACK@RATE"),
+    (["defend", "all", "RUN", "--set", "n=3"], "--set applies to one defense"),
+    (["defend", "strip", "RUN", "--set", "n=0"], "n (the number of superimposed images)"),
+    (["defend", "strip"], "name a run folder, or --model and --data"),
+    (["defend", "strip", "/nonexistent/run"], "is not a siba run folder"),
+])
+def test_defend_mistakes_are_one_line_errors(run_dir, tmp_path, capsys, argv, needle):
+    argv = [str(run_dir) if a == "RUN" else a for a in argv]
+    listing = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == listing  # nothing written
