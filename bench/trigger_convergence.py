@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from siba.attacks import AdditiveTrigger, optimize_trigger  # noqa: E402
 from siba.attacks.sparse import parse_number  # noqa: E402
 from siba.data import load_dataset  # noqa: E402
+from siba.figures import line_chart  # noqa: E402
 from siba.metrics import evaluate_attack  # noqa: E402
 from siba.models import create_model, load_model  # noqa: E402
 from siba.poisoning import poison_dataset  # noqa: E402
-from siba.report import line_chart  # noqa: E402
 from siba.runtime import pick_device, setup_threads  # noqa: E402
 from siba.training import TrainConfig, train  # noqa: E402
 

@@ -64,25 +64,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
+    """ASR against the horizontal and the vertical offset, one line per victim, the 90% goal dashed."""
+    from siba.figures import new_figure, plot_lines, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
-    for name, res in result["victims"].items():
-        axes[0].plot(res["offsets"], [100 * v for v in res["asr_dx"]], marker="o", label=name)
-        axes[1].plot(res["offsets"], [100 * v for v in res["asr_dy"]], marker="o", label=name)
-    for ax, what in zip(axes, ("horizontal", "vertical")):
-        ax.axhline(90, color="#888888", linestyle="--", linewidth=1)
-        ax.set_xlabel(f"{what} crop offset at test time (pixels)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("ASR (%)")
-    axes[0].set_ylim(0, 100)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig = new_figure(8, 3.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    for i, (ax, what, key) in enumerate(zip(axes, ("horizontal", "vertical"), ("asr_dx", "asr_dy"))):
+        series = {name: list(zip(res["offsets"], (100 * v for v in res[key])))
+                  for name, res in result["victims"].items()}
+        plot_lines(ax, series, xlabel=f"{what} crop offset at test time (pixels)", ylabel="ASR (%)" if i == 0 else "",
+                   ylim=(0, 100), hline=(90.0, "90%"), legend=i == 1)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

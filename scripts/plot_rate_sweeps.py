@@ -2,8 +2,10 @@
 
     python scripts/plot_rate_sweeps.py OUT.png SWEEP.json[=LABEL] [SWEEP.json[=LABEL] ...] [--attacks siba,sparse]
 
-Each (attack, file) pair becomes a line named ``attack`` or ``attack LABEL``; the dashed line is
-the 90% ASR goal. Used for results/cifar10-cpu-strong/asr_vs_rate_both.png:
+Each (attack, file) pair becomes a line named ``attack`` or ``attack LABEL``; files given the same
+LABEL (one sweep per seed) make one line, the mean with ± std error bars where a rate was run more
+than once. The rate axis is log-scaled, as the paper's Figure 4; the dashed line is the 90% ASR
+goal. Used for results/cifar10-cpu-strong/asr_vs_rate_both.png:
 
     python scripts/plot_rate_sweeps.py results/cifar10-cpu-strong/asr_vs_rate_both.png \\
         results/cifar10-cpu-small/rate_sweep.json="(small)" results/cifar10-cpu-strong/rate_sweep.json="(strong)"

@@ -7,7 +7,8 @@
     siba poison                poison a training set with a trigger and export it as PNG files
     siba evaluate              clean accuracy of a model, and the attack's success with a trigger
     siba defend NAME RUN       a backdoor defense (or all) against a run's victims
-    siba list                  models, attacks and built-in data sets
+    siba data vggface2-subset  build the paper's face data set from a user's VGGFace2 copy
+    siba list                  models, attacks, defenses and built-in data sets
 
 A user's mistake (a missing file, an unknown name or option, a missing or out-of-range
 setting) ends with one line on stderr and exit status 2; nothing is written.
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from ..errors import SibaError
+from .data import add_parser as add_data_command
+from .data import cmd_data
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -258,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .defend import add_parser as add_defend
 
     add_defend(sub, _kv, _add_common)
+    add_data_command(sub)
     sub.add_parser("list", help="models, attacks, defenses and built-in data sets")
     return ap
 
@@ -477,7 +481,8 @@ def cmd_list(args: argparse.Namespace, command: str) -> int:
 
 
 COMMANDS = {"run": cmd_run, "table": cmd_table, "train": cmd_train, "evaluate": cmd_evaluate, "trigger": cmd_optimize,
-            "optimize": cmd_optimize, "poison": cmd_poison, "defend": _cmd_defend, "list": cmd_list}
+            "optimize": cmd_optimize, "poison": cmd_poison, "defend": _cmd_defend, "list": cmd_list,
+            "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """The defenses' figures, drawn with matplotlib's Agg renderer (no display, no pyplot state).
 
-Each function writes one PNG atomically and returns its file name. Figures are made with
-:class:`matplotlib.figure.Figure` directly, so nothing touches pyplot's global state and the
-backend a user has configured does not matter.
+Each function writes one PNG atomically and returns its file name. Figures are made and saved
+with :mod:`siba.figures` (:func:`~siba.figures.new_figure`, :func:`~siba.figures.save_figure`),
+as every other chart of siba is, so nothing touches pyplot's global state, the backend a user has
+configured does not matter, and the same figure gives the same bytes.
 """
 
 from __future__ import annotations
@@ -13,24 +14,19 @@ from typing import Sequence
 
 import torch
 
-from ..runtime import atomic_path
+from .. import figures
 
 COLOURS = {"clean": "#1f77b4", "poisoned": "#d62728", "ba": "#1f77b4", "asr": "#d62728", "flag": "#d62728",
            "other": "#7f7f7f", "val": "#2ca02c"}
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return figures.new_figure(width, height)
 
 
 def save_figure(fig, path: str | Path) -> str:
-    """Write ``fig`` as a PNG at ``path`` (atomically); returns the file's name."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path.name
+    """Write ``fig`` as a PNG at ``path`` (atomically, deterministically); returns the file's name."""
+    return figures.save_figure(fig, path).name
 
 
 def histograms(path: str | Path, groups: dict[str, Sequence[float] | torch.Tensor], *, xlabel: str, title: str,

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..figures import line_chart, mean_std
 from ..runtime import atomic_path
-from .plot import line_chart
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..attacks.trigger import Trigger
@@ -58,10 +58,20 @@ def epoch_series(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
 ASR_GOAL = (90.0, "90%")
 
 
-def asr_vs_rate_chart(path: Path, series: dict[str, list[tuple[float, float]]]) -> Path:
-    """The ASR-against-rate chart of ``{line: [(rate %, ASR %), ...]}`` with the 90% goal."""
-    return line_chart(path, series, title="ASR against poisoning rate", xlabel="poisoning rate (%)",
-                      ylabel="ASR (%)", ylim=(0, 100), reference=ASR_GOAL)
+def asr_vs_rate_chart(path: Path, series: dict[str, list[tuple[float, float]]],
+                      reference: dict[str, list[tuple[float, float]]] | None = None) -> Path:
+    """The ASR-against-rate chart of ``{line: [(rate %, ASR %), ...]}`` as the paper's Figure 4: the
+    rate on a log axis, the 90% goal dashed. A rate a line holds more than once (one point per
+    seed) is drawn as the mean with a ± std error bar; ``reference`` (the paper's numbers, same
+    form) is drawn dashed beside ours."""
+    points, errors = {}, {}
+    for name, pts in series.items():
+        points[name], spread = mean_std(pts, name)
+        if any(e is not None for e in spread):
+            errors[name] = spread
+    return line_chart(path, points, title="ASR against poisoning rate", xlabel="poisoning rate (%, log scale)",
+                      ylabel="ASR (%)", xlog=True, ylim=(0, 100), hline=ASR_GOAL, errors=errors,
+                      reference=reference)
 
 
 def asr_curves(out: Path, rows: list[dict[str, Any]]) -> list[str]:
@@ -79,7 +89,7 @@ def asr_curves(out: Path, rows: list[dict[str, Any]]) -> list[str]:
         if series:
             name = f"asr_during_training_{rate_tag(rate)}.png"
             line_chart(out / name, series, title=f"ASR during victim training, {100 * rate:g}% poisoned",
-                       xlabel="epoch", ylabel="ASR (%)", ylim=(0, 100), reference=ASR_GOAL)
+                       xlabel="epoch", ylabel="ASR (%)", ylim=(0, 100), hline=ASR_GOAL)
             lines += [f"![ASR after each epoch of victim training at {100 * rate:g}%]({name})", ""]
     return lines
 

@@ -100,13 +100,11 @@ def figure2(marks: dict[str, Any], image: torch.Tensor, path: str | os.PathLike,
             labels: dict[str, str] | None = None) -> Path:
     """One uint8 ``C×H×W`` test image poisoned by every trigger: clean, poisoned (8-bit) and the
     difference amplified to the full range (grey: no change), one row per attack."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..figures import new_figure, save_figure
 
     names = list(marks)
-    fig, axes = plt.subplots(len(names), 3, figsize=(4.2, 1.45 * len(names) + 0.4), squeeze=False)
+    fig = new_figure(4.2, 1.45 * len(names) + 0.4)
+    axes = fig.subplots(len(names), 3, squeeze=False)
     clean = image.float() / 255
     for i, name in enumerate(names):
         poisoned = marks[name].apply_uint8(image.unsqueeze(0).to(torch.uint8))[0].float() / 255
@@ -123,12 +121,7 @@ def figure2(marks: dict[str, Any], image: torch.Tensor, path: str | os.PathLike,
                 ax.set_title(title, fontsize=7)
             if j == 0:
                 ax.set_ylabel((labels or {}).get(name, name), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_table(out_dir: str | os.PathLike, results: dict[str, Any], marks: dict[str, Any], kinds: dict[str, str],
