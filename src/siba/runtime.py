@@ -239,3 +239,33 @@ def cache_dir() -> Path:
     env = os.environ.get("SIBA_CACHE")
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "siba"
     return base
+
+
+def machine_info(device: torch.device | str | None = None) -> dict[str, Any]:
+    """What a result was measured on: CPU model, cores, threads, bf16 support, GPU, torch version."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": cpu_count(), "threads": torch.get_num_threads(),
+            "cpu_fast_bf16": cpu_has_fast_bf16(), "gpu": gpu, "device": str(device) if device is not None else None,
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def git_revision(where: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the siba checkout (``+dirty`` when it has changes), or None outside git."""
+    import subprocess
+
+    where = Path(where) if where else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -17,14 +17,15 @@ from torch import nn
 
 from ..data.dataset import ImageSet
 from ..errors import SibaError
+from ..registry import Registry
 from ..runtime import SEED_LIMIT, check_seed  # noqa: F401  (check_seed: part of this module's interface)
 from .trigger import Trigger
 
-ATTACKS: dict[str, type["Attack"]] = {}
+ATTACKS = Registry("attack")  # name → Attack subclass
 
 
 def register_attack(cls: type["Attack"]) -> type["Attack"]:
-    ATTACKS[cls.name] = cls
+    ATTACKS.add(cls.name, cls, cls.description)
     return cls
 
 
@@ -86,9 +87,7 @@ class Attack:
 
 def create_attack(name: str, **params: Any) -> Attack:
     """An attack by registry name, with its settings checked."""
-    if not isinstance(name, str) or name not in ATTACKS:
-        raise SibaError(f"unknown attack {name!r}; choose from {', '.join(sorted(ATTACKS))}")
-    cls = ATTACKS[name]
+    cls = ATTACKS.lookup(name)
     sig = inspect.signature(cls.__init__)
     unknown = [k for k in params if k not in sig.parameters or k == "self"]
     if unknown:
@@ -98,4 +97,4 @@ def create_attack(name: str, **params: Any) -> Attack:
 
 
 def list_attacks() -> dict[str, str]:
-    return {k: v.description for k, v in sorted(ATTACKS.items())}
+    return ATTACKS.describe()

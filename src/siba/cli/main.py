@@ -7,6 +7,7 @@
     siba poison                poison a training set with a trigger and export it as PNG files
     siba evaluate              clean accuracy of a model, and the attack's success with a trigger
     siba defend NAME RUN       a backdoor defense (or all) against a run's victims
+    siba reproduce ITEM        a table or figure of the paper (--list; --scale quick|cpu|paper)
     siba data vggface2-subset  build the paper's face data set from a user's VGGFace2 copy
     siba list                  models, attacks, defenses and built-in data sets
 
@@ -262,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_defend(sub, _kv, _add_common)
     add_data_command(sub)
+    from .reproduce import add_parser as add_reproduce
+
+    add_reproduce(sub)
     sub.add_parser("list", help="models, attacks, defenses and built-in data sets")
     return ap
 
@@ -480,9 +484,15 @@ def cmd_list(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace, command: str) -> int:
+    from .reproduce import cmd_reproduce
+
+    return cmd_reproduce(args, command)
+
+
 COMMANDS = {"run": cmd_run, "table": cmd_table, "train": cmd_train, "evaluate": cmd_evaluate, "trigger": cmd_optimize,
             "optimize": cmd_optimize, "poison": cmd_poison, "defend": _cmd_defend, "list": cmd_list,
-            "data": cmd_data}
+            "data": cmd_data, "reproduce": _cmd_reproduce}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,11 +36,12 @@ from torch import nn
 
 from ..data.dataset import ImageSet
 from ..errors import SibaError
+from ..registry import Registry
 from ..runtime import pick_device, write_json
 from .metrics import attack_success, finite_or_none, inspection_metrics, predict_logits, repair_metrics
 from .metrics import attack_metrics  # noqa: F401 (re-exported: every defense measures BA/ASR with it)
 
-DEFENSES: dict[str, type["Defense"]] = {}
+DEFENSES = Registry("defense")  # name → Defense subclass
 KINDS = ("inspection", "repair", "detection", "training")
 SEED_LIMIT = 2 ** 32
 
@@ -49,15 +50,13 @@ def register_defense(cls: type["Defense"]) -> type["Defense"]:
     """Class decorator: add a defense to :data:`DEFENSES` under its ``name``."""
     if not cls.name or cls.kind not in KINDS:
         raise TypeError(f"{cls.__name__} needs a name and one of the kinds {KINDS}")
-    DEFENSES[cls.name] = cls
+    DEFENSES.add(cls.name, cls, f"[{cls.kind}] {cls.description}")
     return cls
 
 
 def create_defense(name: str, **settings: Any) -> "Defense":
     """A defense by registry name, with its settings checked (one-line errors)."""
-    if not isinstance(name, str) or name not in DEFENSES:
-        raise SibaError(f"unknown defense {name!r}; choose from {', '.join(sorted(DEFENSES))}")
-    cls = DEFENSES[name]
+    cls = DEFENSES.lookup(name)
     known = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "args", "kwargs")]
     unknown = [k for k in settings if k not in known]
     if unknown:
@@ -67,7 +66,7 @@ def create_defense(name: str, **settings: Any) -> "Defense":
 
 def list_defenses() -> dict[str, str]:
     """Registered defense names and one-line descriptions (kind first)."""
-    return {k: f"[{v.kind}] {v.description}" for k, v in sorted(DEFENSES.items())}
+    return DEFENSES.describe()
 
 
 # --------------------------------------------------------------------------- setting checks

@@ -331,6 +331,19 @@ class Pipeline:
             pairs.append((name, match[0]))
         return pairs
 
+    def run_shared(self, fresh: bool = False) -> dict[str, Trigger]:
+        """Run the stages a run's victims share — the surrogate (when an attack needs one), every
+        trigger and the clean baseline — and no victim; returns the triggers (also in ``self.marks``).
+
+        A grid (:mod:`siba.experiments.grid`) calls it on the driver, then trains the victims as
+        separate ``run(only=[NAME@RATE])`` calls, which find these stages finished."""
+        need_surrogate = self.cfg.needs_surrogate()  # also covers a surrogate that is the clean baseline
+        self.prepare(fresh, need_surrogate)
+        surrogate, _ = self.surrogate(need_surrogate)
+        self.clean(run=True)
+        self.marks = {name: self.trigger(name, surrogate) for name in self.cfg.attacks}
+        return self.marks
+
     def run(self, fresh: bool = False, only: Sequence[str] | None = None) -> dict[str, Any]:
         """Run every stage; with ``only`` train just those victims. Returns ``results.json``'s content
         (every finished victim of the config); the triggers are in ``self.marks``. The report is the

@@ -14,21 +14,21 @@ import torch
 from torch import nn
 
 from ..errors import SibaError
+from ..registry import Registry
 from ..runtime import load_tensors, save_tensors
 from .base import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from .fastnet import FastNet
 from .resnet import ResNet, resnet18, resnet34
 from .vgg import VGG, vgg16, vgg19
 
-MODELS: dict[str, tuple[Callable[..., ImageClassifier], str]] = {}
+MODELS = Registry("model")  # name → constructor f(num_classes, **kw)
 
 
 def register_model(name: str, description: str = "") -> Callable:
     """Decorator (or call) that adds a model constructor ``f(num_classes, **kw)`` to the registry."""
 
     def deco(fn: Callable[..., ImageClassifier]) -> Callable[..., ImageClassifier]:
-        MODELS[name] = (fn, description or (fn.__doc__ or "").strip().split("\n")[0])
-        return fn
+        return MODELS.add(name, fn, description)
 
     return deco
 
@@ -43,16 +43,14 @@ register_model("fastnet", "small airbench-style CNN for fast CPU runs (widths=(s
 
 def list_models() -> dict[str, str]:
     """Registered model names and one-line descriptions."""
-    return {k: v[1] for k, v in sorted(MODELS.items())}
+    return MODELS.describe()
 
 
 def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> ImageClassifier:
     """Create a registered model; its spec (name, classes, kwargs) is kept for saving."""
-    if name not in MODELS:
-        raise SibaError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    fn = MODELS.lookup(name)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise SibaError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
-    fn = MODELS[name][0]
     try:
         model = fn(num_classes, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a negative width

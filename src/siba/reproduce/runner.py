@@ -1,0 +1,142 @@
+"""Run a paper item at a scale and write ``results/reproduce/<item>/<scale>/``.
+
+The runs go through the one pipeline (``siba.experiments.grid.run_grid``: the stages of ``siba
+run``, resumable, shared between runs where their content keys match) into
+``runs/reproduce/<item>/<scale>/<run>/``; a defense item then runs its defense against every
+victim (``siba.experiments.defend``, as ``siba defend`` does); the item's writer makes its
+table or figure. Every item folder holds ``item.md`` (the page: our numbers, the paper's where
+our copy of it kept them, the recipe, the command, the machine, the git revision, the wall time),
+``data.json`` (the same, as data) and its figures.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import SibaError
+from ..runtime import atomic_path, git_revision, machine_info, pick_device, read_json, write_json
+from .items import ITEMS, Context, PaperItem
+from .scales import SCALES, recipe_line
+
+
+def check_request(names: Sequence[str], scale: str, seeds: int, executor: str,
+                  data: str | None = None, log: Callable[[str], None] = print) -> list[PaperItem]:
+    """The items asked for, with every argument checked first (one-line errors, nothing run)."""
+    if scale not in SCALES:
+        raise SibaError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+        raise SibaError(f"--seeds must be a whole number from 1 to 100, got {seeds!r}")
+    if executor not in ("serial", "ray"):
+        raise SibaError(f"unknown executor {executor!r}; choose from serial, ray")
+    if not names:
+        raise SibaError("name a paper item (siba reproduce --list shows them) or all")
+    if list(names) == ["all"]:
+        chosen = [ITEMS[n] for n in ITEMS]
+        if data is None:
+            for item in chosen:
+                if item.needs_data:
+                    log(f"[reproduce] {item.name} left out of all: it needs --data")
+            chosen = [i for i in chosen if not i.needs_data]
+        return chosen
+    if "all" in names:
+        raise SibaError("all stands alone: name items, or all")
+    return [ITEMS.lookup(n) for n in names]
+
+
+def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results/reproduce",
+             runs_root: str | Path = "runs/reproduce", data: str | None = None, seeds: int = 1,
+             executor: str = "serial", address: str | None = None, progress: bool | None = None,
+             command: str | None = None, log: Callable[[str], None] = print) -> Path:
+    """Run ``item`` at ``scale``; returns its results folder."""
+    from ..experiments.defend import defend_run
+    from ..experiments.grid import copy_shared, run_grid
+    from ..experiments.pipeline import Pipeline
+
+    plan = item.plan(scale, data, list(range(seeds)))  # checks every config before any work
+    runs_dir = Path(runs_root) / (item.runs_group or item.name) / scale  # a group's items share their runs
+    out = Path(results_root) / item.name / scale
+    t0 = time.perf_counter()
+    if plan.triggers_only:
+        results = {}
+        for run in plan.runs:
+            if run.share:
+                copy_shared(runs_dir / run.share, runs_dir / run.name, run.config, command)
+            Pipeline(run.config, runs_dir / run.name, progress=progress, log=log, command=command).run_shared()
+            results[run.name] = {}
+    else:
+        results = run_grid(plan.runs, runs_dir, executor=executor, address=address, progress=progress, log=log,
+                           command=command)
+    defense_dirs = {}
+    if plan.defense:
+        from ..defenses import create_defense
+
+        name, settings = plan.defense
+        for run in plan.runs:
+            root = runs_dir / run.name / "defenses"
+            defend_run(runs_dir / run.name, {name: create_defense(name, **settings)}, root, progress=progress,
+                       log=log)
+            defense_dirs[run.name] = root / name
+    wall = round(time.perf_counter() - t0, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(item, scale, out, {r.name: runs_dir / r.name for r in plan.runs}, results, list(range(seeds)),
+                  defense_dirs)
+    body, data = item.write(ctx)
+    meta = {"item": item.name, "title": item.title, "scale": scale, "recipe": recipe_line(scale),
+            "seeds": seeds, "command": command, "machine": machine_info(pick_device("auto")),
+            "git_revision": git_revision(), "wall_s": wall, "runs": str(runs_dir),
+            "stage_wall_s": _stage_walls(results), "paper": item.paper, "paper_note": item.paper_note}
+    write_json(out / "data.json", {**meta, "data": data})
+    with atomic_path(out / "item.md") as tmp:
+        tmp.write_text(_page(item, meta, body))
+    log(f"[reproduce] {item.name} ({scale}): {out / 'item.md'}")
+    return out
+
+
+def _stage_walls(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for name, res in results.items():
+        out[name] = {"surrogate": (res.get("surrogate") or {}).get("wall_s"),
+                     "victims": {f"{r['attack']}@{r['rate']:g}": r.get("wall_s") for r in res.get("results", [])}}
+    return out
+
+
+def _page(item: PaperItem, meta: dict[str, Any], body: str) -> str:
+    m = meta["machine"]
+    machine = f"{m['cores']}-core {m['cpu']}" + (f", GPU {m['gpu']}" if m.get("gpu") else "") + \
+        f", PyTorch {m['torch']}"
+    lines = [f"# {item.title}", "", f"Paper: {item.section}. Scale: **{meta['scale']}** — {meta['recipe']}.",
+             ""]
+    if meta["seeds"] > 1:
+        lines += [f"Seeds: {meta['seeds']} (mean ± std over seeds).", ""]
+    lines += [body, ""]
+    if item.paper:
+        lines += [f"The paper's numbers: {item.paper}.", ""]
+    if item.paper_note:
+        lines += [item.paper_note, ""]
+    lines += [f"Command: `{meta['command']}`  ", f"Machine: {machine}  ",
+              f"Git revision: {meta['git_revision']}  ", f"Wall time: {meta['wall_s']:.0f} s "
+              "(work already done by an earlier, resumed run is not counted)", ""]
+    return "\n".join(lines)
+
+
+def item_table(scale_filter: str | None = None) -> str:
+    """``siba reproduce --list``: each item with its scales and estimated cost."""
+    rows = []
+    for name in ITEMS:
+        item = ITEMS[name]
+        costs = "; ".join(f"{s}: {item.costs[s]}" for s in SCALES if s in item.costs
+                          and (scale_filter is None or s == scale_filter))
+        rows.append(f"{name:12s} {item.title}\n{'':12s} {costs}")
+    return "\n".join(rows)
+
+
+def committed(results_root: str | Path = "results/reproduce") -> list[dict[str, Any]]:
+    """The items whose results are in ``results_root`` (for the README's table)."""
+    out = []
+    for data in sorted(Path(results_root).glob("*/*/data.json")):
+        d = read_json(data)
+        out.append({"item": d.get("item"), "scale": d.get("scale"), "path": str(data.parent),
+                    "wall_s": d.get("wall_s")})
+    return out

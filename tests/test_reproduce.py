@@ -1,0 +1,140 @@
+"""``siba reproduce``: the registry of paper items, their plans at every scale, bad requests, and two
+items run end to end (at a shrunk quick scale: tiny models, so that the test takes seconds)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from siba.cli.main import main
+from siba.errors import SibaError
+from siba.registry import Registry
+from siba.reproduce import ITEMS, SCALES, check_request, item_table
+from siba.reproduce import scales as scales_mod
+from siba.runtime import read_json
+
+from .test_cli import expect_user_error
+
+ISSUE_ITEMS = {"table1", "table2", "table3", "table4", "table5", "figure3", "figure4", "figure5", "figure6",
+               "figure7", "figure8", "figure9", "figure10", "figure11", "figure12", "figure13", "all-to-all",
+               "figure14-15"}
+
+
+def test_the_registry_lists_every_item_of_the_paper():
+    assert set(ITEMS) == ISSUE_ITEMS
+    listing = item_table()
+    for name in ISSUE_ITEMS:
+        assert name in listing
+        assert set(ITEMS[name].costs) == set(SCALES), name
+
+
+def test_a_registry_refuses_a_name_twice_and_an_unknown_name_in_one_line():
+    reg = Registry("thing")
+    reg.add("a", 1, "the first")
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.add("a", 2)
+    with pytest.raises(SibaError, match=r"unknown thing 'b'; choose from a$"):
+        reg.lookup("b")
+    assert reg.describe() == {"a": "the first"}
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_item_plans_checked_configs_at_every_scale(scale):
+    for name, item in ITEMS.items():
+        plan = item.plan(scale, "faces" if item.needs_data else None)
+        assert plan.runs, name
+        names = [r.name for r in plan.runs]
+        assert len(set(names)) == len(names), name
+        for run in plan.runs:
+            assert run.share is None or run.share in names[:names.index(run.name)], (name, run.name)
+            assert run.config.attacks, name
+            if scale != "paper":  # quick and cpu victims train without the random crop (said on every page)
+                assert run.config.victim.train.crop_pad == 0, name
+        if plan.defense:
+            assert plan.defense[0] in {"abl", "scale-up", "neural-cleanse", "fine-pruning", "strip", "grad-cam"}
+
+
+def test_seeds_repeat_every_run_with_moved_seeds():
+    item = ITEMS["figure3"]
+    one = item.plan("quick")
+    three = item.plan("quick", seeds=[0, 1, 2])
+    assert len(three.runs) == 3 * len(one.runs)
+    run = next(r for r in three.runs if r.name == "t3-s2")
+    assert run.share == "t0-s2" and run.config.seed == 2 and run.config.target == 3
+    assert run.config.victim.train.seed == one.runs[0].config.victim.train.seed + 2
+
+
+def test_table2_needs_a_face_data_set():
+    with pytest.raises(SibaError, match="table2 needs --data"):
+        ITEMS["table2"].plan("quick")
+    messages = []
+    chosen = check_request(["all"], "quick", 1, "serial", None, log=messages.append)
+    assert "table2" not in {i.name for i in chosen} and any("table2" in m for m in messages)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["reproduce", "table9"], "unknown paper item 'table9'"),
+    (["reproduce", "table1", "--scale", "huge"], "unknown scale 'huge'"),
+    (["reproduce", "table1", "--seeds", "0"], "--seeds must be a whole number from 1 to 100"),
+    (["reproduce", "table1", "--executor", "spark"], "unknown executor 'spark'"),
+    (["reproduce"], "name a paper item"),
+    (["reproduce", "all", "table1"], "all stands alone"),
+    (["reproduce", "table2"], "table2 needs --data"),
+])
+def test_bad_requests_are_one_line_errors(capsys, tmp_path, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    expect_user_error(capsys, argv, needle)
+    assert not any(tmp_path.iterdir())
+
+
+def test_list_shows_items_scales_and_costs(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "figure13" in out and "quick:" in out and "paper:" in out and "GPU" in out
+
+
+@pytest.fixture
+def tiny_quick(monkeypatch):
+    """The quick scale shrunk to tiny models, 2 epochs and a 1-pass SIBA (the machinery, not the numbers)."""
+    base = copy.deepcopy(scales_mod.BASES["quick"])
+    for stage in ("surrogate", "victim"):
+        base[stage]["model_args"] = {"widths": [8, 16, 16, 32]}
+        base[stage]["train"].update(epochs=2, precision="fp32")
+    monkeypatch.setitem(scales_mod.BASES, "quick", base)
+    monkeypatch.setitem(scales_mod._SIBA, "quick", {"k": 50, "eps": "8/255", "alpha": "2/255", "passes": 1,
+                                                    "max_images": 500})
+
+
+@pytest.mark.slow
+def test_two_quick_items_end_to_end(tiny_quick, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "all-to-all", "table4", "--quiet"]) == 0
+    for item in ("all-to-all", "table4"):
+        out = tmp_path / "results" / "reproduce" / item / "quick"
+        page = (out / "item.md").read_text()
+        data = read_json(out / "data.json")
+        assert data["item"] == item and data["scale"] == "quick" and data["machine"]["cores"] >= 1
+        assert "flip only" in page and "Command: `siba reproduce all-to-all table4 --quiet`" in page
+    rows = read_json(tmp_path / "results/reproduce/all-to-all/quick/data.json")["data"]["rows"]
+    assert {r["attack"] for r in rows} == {"badnets", "siba"} and all(r["rate"] == 0.2 for r in rows)
+    assert "(y + 1) mod K" in (tmp_path / "results/reproduce/all-to-all/quick/item.md").read_text()
+    scale_up = read_json(tmp_path / "results/reproduce/table4/quick/data.json")["data"]["rows"]
+    assert {r["victim"] for r in scale_up} == {"badnets-r0.1", "blended-r0.1", "siba-r0.1"}
+    assert all(isinstance(r["auroc"], float) for r in scale_up)
+    badnets = next(r for r in scale_up if r["victim"] == "badnets-r0.1")
+    assert badnets["asr_before"] > 0.5  # the positive control learns its backdoor even in 2 epochs
+    # the defense items share their victims: STRIP's item trains none, and Figure 12 makes triggers only
+    victims = tmp_path / "runs/reproduce/defenses/quick/victims/victims"
+    models = sorted(victims.glob("*/model.safetensors"))
+    assert len(models) == 3
+    stamps = [m.stat().st_mtime_ns for m in models]
+    assert main(["reproduce", "figure10", "figure12", "--quiet"]) == 0
+    assert [m.stat().st_mtime_ns for m in models] == stamps
+    strip = read_json(tmp_path / "results/reproduce/figure10/quick/data.json")["data"]["rows"]
+    assert {r["victim"] for r in strip} == {"badnets-r0.1", "blended-r0.1", "siba-r0.1"}
+    fig12 = tmp_path / "results/reproduce/figure12/quick"
+    assert (fig12 / "item.md").is_file() and list(fig12.glob("*.png"))
+    assert not list((tmp_path / "runs/reproduce/figure12/quick").glob("*/victims"))
+    # run again: every stage and defense result is reused, the page rewritten
+    assert main(["reproduce", "all-to-all", "--quiet"]) == 0
