@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from siba.attacks import RandomLabels, create_attack, dispersibility, load_trigger
+from siba.attacks import RandomLabels, create_attack, load_trigger
+from siba.metrics import dispersibility
 from siba.attacks.blended import default_pattern_file, read_pattern
 from siba.attacks.wanet import identity_grid, warp_field
 from siba.cli.main import main

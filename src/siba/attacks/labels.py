@@ -137,12 +137,3 @@ def make_rule(num_classes: int, target_rule: str = "all-to-one", target: int | N
         return RandomLabels(num_classes, seed)
     raise SibaError(f"unknown target rule {target_rule!r} (use {', '.join(TARGET_RULES)})")
 
-
-def dispersibility(pred: torch.Tensor, num_classes: int) -> float:
-    """The entropy of the predicted classes' histogram over ``pred``, divided by ``log K`` (in
-    [0, 1]: 1 when the predictions spread evenly over every class, 0 when they are one class)."""
-    if pred.numel() == 0 or num_classes < 2:
-        return float("nan")
-    p = torch.bincount(pred.flatten().cpu(), minlength=num_classes).double()
-    p = p[p > 0] / p.sum()
-    return float(-(p * p.log()).sum() / torch.log(torch.tensor(float(num_classes), dtype=torch.float64)))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ..attacks.trigger import Trigger
 from ..data.dataset import ImageSet
 from ..runtime import autocast, pick_device, resolve_precision
 from .stealth import stealth_metrics
+
+if TYPE_CHECKING:  # metrics sit below attacks: a trigger is used through its interface only
+    from ..attacks.trigger import Trigger
 
 
 @torch.no_grad()
@@ -120,8 +122,6 @@ def evaluate_attack(model: nn.Module | None, test_set: ImageSet, mark: Trigger |
                         "asr_by_class": [h / c if c else None
                                          for h, c in zip(hit_by_class.tolist(), attacked_by_class.tolist())]})
             if not rule.targeted:
-                from ..attacks.labels import dispersibility
-
                 preds = torch.cat(triggered_preds) if triggered_preds else torch.empty(0, dtype=torch.long)
                 out["dispersibility"] = dispersibility(preds, test_set.num_classes)
         out.update({"l0": sums["l0"] / n, "l0_max": l0_max, "linf": linf_max, "ssim": sums["ssim"] / n,
@@ -197,3 +197,13 @@ def asr_under_shifts(model: nn.Module, test_set: ImageSet, mark: Trigger, *, max
     mid = max_shift
     return {"offsets": offsets, "asr": asr, "asr_dx": asr[mid], "asr_dy": [row[mid] for row in asr],
             "n_attacked": counted}
+
+
+def dispersibility(pred: torch.Tensor, num_classes: int) -> float:
+    """The entropy of the predicted classes' histogram over ``pred``, divided by ``log K`` (in
+    [0, 1]: 1 when the predictions spread evenly over every class, 0 when they are one class)."""
+    if pred.numel() == 0 or num_classes < 2:
+        return float("nan")
+    p = torch.bincount(pred.flatten().cpu(), minlength=num_classes).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum() / torch.log(torch.tensor(float(num_classes), dtype=torch.float64)))
