@@ -37,6 +37,7 @@ def test_defend_a_run_victim_writes_results_and_a_summary(run_dir, tmp_path, cap
     assert res["defense"] == "strip" and res["kind"] == "detection"
     assert 0 <= res["metrics"]["auroc"] <= 1 and res["settings"]["n"] == 4
     assert res["data"]["clean_val_images"] == 200
+    assert res["command"].startswith("siba defend strip ") and res["machine"]["cores"] >= 1
     summary = json.loads((run / "defenses" / "summary.json").read_text())
     assert [(r["victim"], r["defense"]) for r in summary] == [("badnets-r0.1", "strip")]
     assert summary[0]["auroc"] == res["metrics"]["auroc"]

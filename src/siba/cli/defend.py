@@ -74,7 +74,7 @@ def cmd_defend(args: argparse.Namespace, command: str) -> int:
         val = clean_validation_subset(data.train, None, args.val_size, 0)
         root = Path(args.out) if args.out else Path("defenses")
         jobs = [(Path(args.model).parent.name or "model", DefenseInput(model, data.test, mark, val, device=device))]
-    run_defenses(jobs, defenses, root, progress=progress, log=lambda s: print(s, file=sys.stderr))
+    run_defenses(jobs, defenses, root, progress=progress, log=lambda s: print(s, file=sys.stderr), command=command)
     rows = write_summary(root)
     print((root / "summary.md").read_text())
     print(f"summary: {root / 'summary.md'} ({len(rows)} results)")

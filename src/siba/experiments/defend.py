@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import SibaError
-from ..runtime import pick_device, read_json, setup_threads
+from ..runtime import machine_info, pick_device, read_json, setup_threads, write_json
 
 
 def finished_victims(run: Path, wanted: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
@@ -91,9 +91,11 @@ def run_inputs(run: str | Path, victims: Sequence[str] | None = None, *, data: s
 
 
 def run_defenses(jobs: Sequence[tuple[str, Any]], defenses: dict[str, Any], root: str | Path, *,
-                 progress: bool | None = None, log: Callable[[str], None] = print) -> list[Path]:
+                 progress: bool | None = None, log: Callable[[str], None] = print,
+                 command: str | None = None) -> list[Path]:
     """Run every defense against every ``(victim, DefenseInput)`` into ``root/<defense>/<victim>/``;
-    finished results are kept. Returns the result folders (those skipped as not applicable left out)."""
+    finished results are kept. Returns the result folders (those skipped as not applicable left out).
+    Each new ``result.json`` also names the ``command`` that made it and the machine it ran on."""
     root = Path(root)
     done = []
     for victim, inputs in jobs:
@@ -113,15 +115,23 @@ def run_defenses(jobs: Sequence[tuple[str, Any]], defenses: dict[str, Any], root
                 continue
             log(f"[{name} / {victim}] running")
             defense.run(inputs, out, progress=progress, log=lambda s, n=name, v=victim: log(f"[{n} / {v}] {s}"))
+            _stamp(out / "result.json", command, inputs.device)
             done.append(out)
     return done
+
+
+def _stamp(result: Path, command: str | None, device: Any) -> None:
+    """Add the command and the machine to a defense's ``result.json``."""
+    if result.is_file():
+        write_json(result, {**read_json(result), "command": command, "machine": machine_info(device)})
 
 
 def defend_run(run: str | Path, defenses: dict[str, Any], root: str | Path | None = None, *,
                victims: Sequence[str] | None = None, data: str | None = None, val_size: int = 1000,
                device: Any = "auto", progress: bool | None = None,
-               log: Callable[[str], None] = print) -> list[Path]:
+               log: Callable[[str], None] = print, command: str | None = None) -> list[Path]:
     """The defenses against a run folder's finished victims (default output: ``RUN/defenses``)."""
     setup_threads()
     jobs = run_inputs(run, victims, data=data, val_size=val_size, device=device)
-    return run_defenses(jobs, defenses, Path(root) if root else Path(run) / "defenses", progress=progress, log=log)
+    return run_defenses(jobs, defenses, Path(root) if root else Path(run) / "defenses", progress=progress, log=log,
+                        command=command)

@@ -76,7 +76,7 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
         for run in plan.runs:
             root = runs_dir / run.name / "defenses"
             defend_run(runs_dir / run.name, {name: create_defense(name, **settings)}, root, progress=progress,
-                       log=log)
+                       log=log, command=command)
             defense_dirs[run.name] = root / name
     wall = round(time.perf_counter() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)
