@@ -75,3 +75,28 @@ def test_defend_mistakes_are_one_line_errors(run_dir, tmp_path, capsys, argv, ne
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == listing  # nothing written
+
+
+def test_the_summary_keeps_each_kinds_headline_numbers(tmp_path):
+    from siba.report.defenses import write_summary
+    from siba.runtime import write_json
+
+    nc = {"defense": "neural-cleanse", "kind": "inspection", "wall_s": 187.0,
+          "metrics": {"flagged": [0], "target": 0, "target_flagged": True,
+                      "scores": {"l1_norms": [7.1, 37.7, 25.0], "anomaly_indices": [2.81, 0.04, 1.19],
+                                 "max_anomaly_index_below_median": 2.81}}}
+    cam = {"defense": "grad-cam", "kind": "inspection", "wall_s": 1.7,
+           "metrics": {"flagged": None, "scores": {"mass_share_poisoned": 0.025, "mass_share_clean": 0.002,
+                                                   "share_ratio": 11.1}}}
+    abl = {"defense": "abl", "kind": "training", "wall_s": 900.0,
+           "metrics": {"ba_after": 0.8, "asr_after": 0.05, "isolation_precision": 0.9, "isolation_recall": 0.2}}
+    write_json(tmp_path / "neural-cleanse" / "badnets-r0.01" / "result.json", nc)
+    write_json(tmp_path / "grad-cam" / "badnets-r0.01" / "result.json", cam)
+    write_json(tmp_path / "abl" / "siba-r0.01" / "result.json", abl)
+    rows = {r["defense"]: r for r in write_summary(tmp_path)}
+    assert rows["neural-cleanse"]["anomaly_index"] == 2.81 and rows["neural-cleanse"]["target_anomaly_index"] == 2.81
+    assert rows["neural-cleanse"]["flagged"] == [0] and rows["neural-cleanse"]["target_flagged"] is True
+    assert rows["grad-cam"]["trigger_share"] == 0.025 and rows["grad-cam"]["clean_share"] == 0.002
+    assert rows["abl"]["asr_after"] == 0.05 and rows["abl"]["victim"] == "siba-r0.01"
+    md = (tmp_path / "summary.md").read_text()
+    assert "| badnets-r0.01 | neural-cleanse |" in md and "anomaly_index" in md and "2.810" in md

@@ -27,9 +27,16 @@ def summary_row(victim: str, result: dict[str, Any]) -> dict[str, Any]:
     for key in keep:
         if key in metrics:
             row[key] = metrics[key]
-    for key, value in metrics.items():  # a defense's own headline numbers (e.g. Neural Cleanse's per-target index)
-        if key.startswith("anomaly_index") or key in ("target_anomaly_index", "trigger_mass_share"):
-            row.setdefault(key, value)
+    scores = metrics.get("scores") if isinstance(metrics.get("scores"), dict) else {}
+    if "anomaly_indices" in scores:  # Neural Cleanse: the detection statistic, and the attack's target's index
+        row["anomaly_index"] = scores.get("max_anomaly_index_below_median")
+        target = metrics.get("target")
+        if isinstance(target, int) and 0 <= target < len(scores["anomaly_indices"]):
+            row["target_anomaly_index"] = scores["anomaly_indices"][target]
+    if "mass_share_poisoned" in scores:  # Grad-CAM: saliency on the trigger's pixels, poisoned and clean
+        row["trigger_share"] = scores["mass_share_poisoned"]
+        row["clean_share"] = scores.get("mass_share_clean")
+        row["share_ratio"] = scores.get("share_ratio")
     return row
 
 
