@@ -276,6 +276,8 @@ class Table2:
 # ------------------------------------------------------------------- defenses (Tables III, IV; Figures 7, 9–11)
 
 DEFENDED = ("badnets", "blended", "siba")  # the positive controls, a visible blend, and SIBA
+# the cost of the victims that the six defense items share (measured: a fastnet victim ~20 min with bf16)
+V = "the first defense item trains the 3 shared victims and SIBA's surrogate (~1.5 h on a 2-core CPU with bf16), "
 
 
 def _defense_plan(defense: str, settings: Callable[[str], dict[str, Any]]) -> Callable[[str, str | None], Plan]:
@@ -329,7 +331,7 @@ def _flag(v: Any) -> str:
 
 
 @register("table3", "Table III: ABL (anti-backdoor learning) against each attack", "table", "§IV-D",
-          {"quick": "~15 min on a 2-core CPU", "cpu": "~3 h on a 2-core CPU (3 victims, ABL's CPU preset)",
+          {"quick": "~15 min on a 2-core CPU", "cpu": V + "then ABL's CPU preset per victim",
            "paper": "ABL's 20 + 60 + 80 epochs per victim: GPU hours"},
           paper_note="The paper's Table III numbers were lost in our copy of its text.",
           runs_group="defenses")
@@ -344,7 +346,7 @@ class Table3:
 
 
 @register("table4", "Table IV: Scale-Up (scaled prediction consistency) against each attack", "table", "§IV-D",
-          {"quick": "~10 min on a 2-core CPU", "cpu": "~2 h on a 2-core CPU (3 victims)",
+          {"quick": "~10 min on a 2-core CPU", "cpu": V + "then ~2 min a victim",
            "paper": "3 ResNet-18 victims: GPU hours"},
           paper_note="The paper's Table IV numbers were lost in our copy of its text.",
           runs_group="defenses")
@@ -355,7 +357,7 @@ class Table4:
 
 
 @register("figure7", "Figure 7: Neural Cleanse's anomaly index for each attack", "figure", "§IV-D",
-          {"quick": "~15 min on a 2-core CPU", "cpu": "~2.5 h on a 2-core CPU", "paper": "GPU hours"},
+          {"quick": "~15 min on a 2-core CPU", "cpu": V + "then ~3 min a victim", "paper": "GPU hours"},
           paper_note="The paper: SIBA's anomaly index stays below the threshold 2.",
           runs_group="defenses")
 class Figure7:
@@ -365,7 +367,7 @@ class Figure7:
 
 
 @register("figure9", "Figure 9: Fine-Pruning, BA and ASR against the pruned channels", "figure", "§IV-D",
-          {"quick": "~10 min on a 2-core CPU", "cpu": "~2 h on a 2-core CPU", "paper": "GPU hours"},
+          {"quick": "~10 min on a 2-core CPU", "cpu": V + "then ~20 min a victim", "paper": "GPU hours"},
           runs_group="defenses")
 class Figure9:
     plan = staticmethod(_defense_plan("fine-pruning", lambda scale: {}))
@@ -376,7 +378,7 @@ class Figure9:
 
 
 @register("figure10", "Figure 10: STRIP's entropy of clean and poisoned inputs", "figure", "§IV-D",
-          {"quick": "~10 min on a 2-core CPU", "cpu": "~2 h on a 2-core CPU", "paper": "GPU hours"},
+          {"quick": "~10 min on a 2-core CPU", "cpu": V + "then ~5 min a victim", "paper": "GPU hours"},
           runs_group="defenses")
 class Figure10:
     plan = staticmethod(_defense_plan("strip", lambda scale: {}))
@@ -385,7 +387,7 @@ class Figure10:
 
 
 @register("figure11", "Figure 11: Grad-CAM saliency of poisoned inputs (SentiNet's view)", "figure", "§IV-D",
-          {"quick": "~10 min on a 2-core CPU", "cpu": "~2 h on a 2-core CPU", "paper": "GPU hours"},
+          {"quick": "~10 min on a 2-core CPU", "cpu": V + "then seconds a victim", "paper": "GPU hours"},
           runs_group="defenses")
 class Figure11:
     plan = staticmethod(_defense_plan("grad-cam", lambda scale: {}))
