@@ -32,5 +32,16 @@ def tiny_splits() -> DataSplits:
     return DataSplits(make_set(64, seed=0, name="train"), make_set(32, seed=1, name="test"), "synthetic")
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have selected
+def pytest_collection_modifyitems(config, items):
+    """Leave out the ``stand_in`` tests (fast variants of slow ones) when their slow tests run too."""
+    if not any(item.get_closest_marker("slow") for item in items):
+        return
+    kept = [item for item in items if not item.get_closest_marker("stand_in")]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("stand_in")])
+        items[:] = kept
+
+
 os.environ.setdefault("SIBA_THREADS", str(min(2, os.cpu_count() or 1)))
 torch.set_num_threads(int(os.environ["SIBA_THREADS"]))

@@ -279,7 +279,7 @@ class _DropoutNet(ImageClassifier):
 def test_resume_replays_global_randomness(tmp_path, tiny_splits, monkeypatch):
     from siba import models
 
-    monkeypatch.setitem(models.MODELS, "dropnet", (lambda num_classes=10, **kw: _DropoutNet(num_classes), "test"))
+    monkeypatch.setitem(models.MODELS, "dropnet", lambda num_classes=10, **kw: _DropoutNet(num_classes))
     make = lambda seed=0: (torch.manual_seed(seed), create_model("dropnet", 4))[1]  # noqa: E731
     cfg = lambda: tiny_config(epochs=3, lr=0.1)  # noqa: E731
     full = run(tiny_splits, cfg(), model=make())
