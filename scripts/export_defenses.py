@@ -1,6 +1,7 @@
 """Copy the results of ``siba defend`` from a run folder into ``results/``: the summary, each
 defense's ``result.json`` (which names the command that made it and the machine) and its figures,
-and a README that lists the commands, the machines and each defense's wall time.
+and a README that lists the commands, the machines and each defense's wall time. Results already in
+the output folder (an earlier export's) are kept and listed too.
 
     python scripts/export_defenses.py runs/table1-cifar10-cpu/defenses results/defenses-cifar10-cpu \
         --title "Defenses on the full CIFAR-10 (CPU config)"
@@ -39,12 +40,12 @@ def export(src: Path, out: Path, title: str) -> list[dict]:
     rows = write_summary(out)
     lines = [f"# {title}", "", "Made by these commands, each on the machine it names "
              "(`<defense>/<victim>/result.json` has the settings, the metrics and the data used):", ""]
-    for res in results:
+    for res in sorted(out.glob("*/*/result.json")):  # every result there, earlier exports' included
         r = read_json(res)
         m = r.get("machine") or {}
         where = (f"{m.get('cores', '?')}-core {m.get('cpu', '?')}, torch {m.get('torch', '?')}" if m
                  else "machine not recorded")
-        lines.append(f"- `{r.get('command') or '(command not recorded)'}` → `{res.parent.relative_to(src)}/`: "
+        lines.append(f"- `{r.get('command') or '(command not recorded)'}` → `{res.parent.relative_to(out)}/`: "
                      f"{r.get('wall_s', float('nan')):.0f} s ({where})")
     lines += ["", "The numbers: [summary.md](summary.md) (and summary.json).", ""]
     (out / "README.md").write_text("\n".join(lines))

@@ -159,3 +159,34 @@ def test_plot_rate_sweeps_draws_one_line_per_attack_and_sweep(tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert ps.main([str(tmp_path / "b.png"), str(tmp_path / "missing.json")]) == 2
     assert "cannot read the sweep" in capsys.readouterr().err and not (tmp_path / "b.png").exists()
+
+
+def test_export_defenses_merges_into_an_earlier_export_and_lists_every_command(tmp_path, capsys):
+    import json
+
+    ed = _load("export_defenses")
+
+    def result(folder, defense, victim, command, **metrics):
+        d = folder / defense / victim
+        d.mkdir(parents=True)
+        kind = {"abl": "training", "strip": "detection"}[defense]
+        (d / "result.json").write_text(json.dumps({
+            "defense": defense, "kind": kind, "wall_s": 12.0, "command": command, "metrics": metrics,
+            "machine": {"cores": 2, "cpu": "test cpu", "torch": "2.13.0"}}))
+        (d / "figure.png").write_bytes(b"png")
+        (d / "model.safetensors").write_bytes(b"weights")  # large files stay in the run folder
+
+    out, src = tmp_path / "results", tmp_path / "run" / "defenses"
+    result(out, "strip", "badnets-r0.01", "siba defend strip RUN", auroc=0.9)  # an earlier export
+    result(src, "abl", "siba-r0.01", "siba defend abl RUN --victim siba@0.01", ba_after=0.8, asr_after=0.1)
+    assert ed.main([str(src), str(out), "--title", "T"]) == 0
+    assert "2 results" in capsys.readouterr().out
+    assert (out / "abl/siba-r0.01/figure.png").read_bytes() == b"png"
+    assert not (out / "abl/siba-r0.01/model.safetensors").exists()
+    rows = {(r["defense"], r["victim"]): r for r in json.loads((out / "summary.json").read_text())}
+    assert rows[("abl", "siba-r0.01")]["asr_after"] == 0.1 and rows[("strip", "badnets-r0.01")]["auroc"] == 0.9
+    readme = (out / "README.md").read_text()
+    assert "`siba defend strip RUN` → `strip/badnets-r0.01/`" in readme
+    assert "`siba defend abl RUN --victim siba@0.01` → `abl/siba-r0.01/`: 12 s (2-core test cpu" in readme
+    assert ed.main([str(tmp_path / "nothing"), str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

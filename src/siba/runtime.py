@@ -234,6 +234,44 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def settings_digest(settings: Any) -> str:
+    """A 16-hex SHA-256 of JSON-able settings (key order does not matter): what a checkpoint records."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def show_setting(value: Any) -> str:
+    """A setting's value as an error message quotes it."""
+    return value if isinstance(value, str) else "none" if value is None else repr(value)
+
+
+def setting_difference(key: str, was: Any, now: Any, fingerprints: dict[str, tuple[str, str]] | None = None) -> str:
+    """How a checkpoint made with ``key=was`` differs from ``key=now``, as the predicate of a sentence whose
+    subject is the checkpoint: ``was made with lr=0.1, not lr=0.2``, ``was made on device cpu, not cuda``,
+    or for a key of ``fingerprints`` (key → (phrase, label)) ``was made on other images (fingerprint a vs b)``."""
+    if fingerprints and key in fingerprints:
+        phrase, label = fingerprints[key]
+        return f"was made {phrase} ({label} {show_setting(was)} vs {show_setting(now)})"
+    if key == "device":
+        return f"was made on device {show_setting(was)}, not {show_setting(now)}"
+    return f"was made with {key}={show_setting(was)}, not {key}={show_setting(now)}"
+
+
+def check_checkpoint_settings(subject: str, state: dict[str, Any], settings: dict[str, Any], redo: str,
+                              fingerprints: dict[str, tuple[str, str]] | None = None) -> None:
+    """Refuse a checkpoint ``state`` (with ``settings`` and their ``digest``) made with other ``settings``:
+    a one-line :class:`SibaError` ``<subject> <first difference>; <redo>`` (keys in ``settings``' order)."""
+    old = state["settings"]
+    if state.get("digest") == settings_digest(settings) and old == settings:
+        return
+    for key, now in settings.items():
+        if old.get(key) != now:
+            raise SibaError(f"{subject} {setting_difference(key, old.get(key), now, fingerprints)}; {redo}")
+    raise SibaError(f"{subject} was made with other settings "
+                    f"({', '.join(sorted(set(old) ^ set(settings))) or 'digest'}); {redo}")
+
+
 def cache_dir() -> Path:
     """Where downloads and decoded data sets are cached (``SIBA_CACHE`` or ``~/.cache/siba``)."""
     env = os.environ.get("SIBA_CACHE")

@@ -50,7 +50,7 @@ from torch import nn
 
 from ..data.dataset import ImageSet
 from ..errors import SibaError
-from ..runtime import load_tensors, pick_device, save_tensors
+from ..runtime import check_checkpoint_settings, load_tensors, pick_device, save_tensors, settings_digest
 from .base import Attack, register_attack
 from .sparse import parse_number
 from .trigger import Trigger
@@ -196,19 +196,11 @@ def _check_float(value: Any, what: str, low: float, high: float | None = None, l
     return v
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _images_digest(images: torch.Tensor) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([str(images.dtype), list(images.shape)]).encode())
     h.update(images.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _show(value: Any) -> str:
-    return value if isinstance(value, str) else "none" if value is None else repr(value)
 
 
 def _check_checkpoint(path: Path, state: Any, settings: dict[str, Any]) -> None:
@@ -217,20 +209,8 @@ def _check_checkpoint(path: Path, state: Any, settings: dict[str, Any]) -> None:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or \
             not isinstance(state.get("settings"), dict):
         raise SibaError(f"{path} is not an ISSBA training checkpoint of this siba; {redo}")
-    old = state["settings"]
-    if state.get("digest") == _digest(settings) and old == settings:
-        return
-    for key, new in settings.items():
-        was = old.get(key)
-        if was == new:
-            continue
-        if key == "images":
-            raise SibaError(f"the ISSBA checkpoint {path} was made on other images (fingerprint {_show(was)} vs "
-                            f"{_show(new)}); {redo}")
-        raise SibaError(f"the ISSBA checkpoint {path} was made with {key}={_show(was)}, not {key}={_show(new)}; "
-                        f"{redo}")
-    raise SibaError(f"the ISSBA checkpoint {path} was made with other settings "
-                    f"({', '.join(sorted(set(old) ^ set(settings))) or 'digest'}); {redo}")
+    check_checkpoint_settings(f"the ISSBA checkpoint {path}", state, settings, redo,
+                              {"images": ("on other images", "fingerprint")})
 
 
 def _save_checkpoint(path: Path, next_step: int, encoder: nn.Module, decoder: nn.Module,
@@ -241,7 +221,8 @@ def _save_checkpoint(path: Path, next_step: int, encoder: nn.Module, decoder: nn
     for i, st in opt.state_dict()["state"].items():
         for key, v in st.items():
             tensors[f"adam.{i}.{key}"] = v if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-    state = {"format": CHECKPOINT_FORMAT, "settings": settings, "digest": _digest(settings), "next_step": next_step,
+    state = {"format": CHECKPOINT_FORMAT, "settings": settings, "digest": settings_digest(settings),
+             "next_step": next_step,
              "history": history, "wall_s": wall_s}
     save_tensors(path, tensors, {"siba_issba_checkpoint": state})
 

@@ -30,7 +30,8 @@ from torch import nn
 
 from ..data.loader import DeviceLoader, random_crop_flip
 from ..errors import SibaError
-from ..runtime import autocast, load_tensors, resolve_precision, save_tensors
+from ..runtime import (autocast, check_checkpoint_settings, load_tensors, resolve_precision, save_tensors,
+                       settings_digest)
 
 MASK_RULES = ("gradient", "projection")
 CHECKPOINT_FORMAT = 1  # the layout of an optimisation checkpoint (see :func:`optimize_trigger`)
@@ -113,40 +114,15 @@ def tensors_digest(named: Iterable[tuple[str, torch.Tensor]]) -> str:
     return h.hexdigest()[:16]
 
 
-def _show(value: Any) -> str:
-    return value if isinstance(value, str) else "none" if value is None else repr(value)
-
-
 def _check_checkpoint(path: Path, state: Any, settings: dict[str, Any]) -> None:
     """Refuse an optimisation checkpoint made with other settings: a one-line error naming the first."""
     redo = f"use another --out or the same settings (or delete {path} to start afresh)"
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or \
             not isinstance(state.get("settings"), dict):
         raise SibaError(f"{path} is not a trigger-optimisation checkpoint of this siba; {redo}")
-    old = state["settings"]
-    if state.get("digest") == _digest(settings) and old == settings:
-        return
-    for key, new in settings.items():
-        was = old.get(key)
-        if was == new:
-            continue
-        if key == "surrogate":
-            raise SibaError(f"the optimisation checkpoint {path} was made with another surrogate (weights "
-                            f"{_show(was)} vs {_show(new)}); {redo}")
-        if key == "images":
-            raise SibaError(f"the optimisation checkpoint {path} was made on other images (fingerprint "
-                            f"{_show(was)} vs {_show(new)}); {redo}")
-        if key == "device":
-            raise SibaError(f"the optimisation checkpoint {path} was made on device {_show(was)}, not {_show(new)}; "
-                            f"{redo}")
-        raise SibaError(f"the optimisation checkpoint {path} was made with {key}={_show(was)}, not "
-                        f"{key}={_show(new)}; {redo}")
-    raise SibaError(f"the optimisation checkpoint {path} was made with other settings "
-                    f"({', '.join(sorted(set(old) ^ set(settings))) or 'digest'}); {redo}")
-
-
-def _digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    check_checkpoint_settings(f"the optimisation checkpoint {path}", state, settings, redo,
+                              {"surrogate": ("with another surrogate", "weights"),
+                               "images": ("on other images", "fingerprint")})
 
 
 def optimize_trigger(
@@ -322,7 +298,8 @@ def _save_checkpoint(path: Path, next_pass: int, delta: torch.Tensor, mask: torc
     tensors = {"delta": delta, "mask": mask, "best_delta": best.delta, "best_mask": best.mask}
     for q, (d, m) in best.snapshots.items():
         tensors[f"snapshot.{q}.delta"], tensors[f"snapshot.{q}.mask"] = d, m
-    state = {"format": CHECKPOINT_FORMAT, "settings": settings, "digest": _digest(settings), "next_pass": next_pass,
+    state = {"format": CHECKPOINT_FORMAT, "settings": settings, "digest": settings_digest(settings),
+             "next_pass": next_pass,
              "best_pass": best.best_pass, "best_loss": best.best_loss, "history": best.history,
              "snapshots": sorted(best.snapshots)}
     save_tensors(path, tensors, {"siba_optimize_checkpoint": state})

@@ -11,7 +11,6 @@ settings, another model or other data.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -29,7 +28,7 @@ from ..data.loader import DeviceLoader
 from ..errors import SibaError
 from ..models import load_state, model_spec, save_model
 from ..runtime import (atomic_path, autocast, check_precision, check_seed, load_tensors, pick_device, resolve_precision,
-                       save_tensors, setup_threads, write_json)
+                       save_tensors, setting_difference, settings_digest, setup_threads, show_setting, write_json)
 
 
 _FLOATS = ("lr", "momentum", "weight_decay", "gamma", "warmup", "label_smoothing")
@@ -302,25 +301,17 @@ def run_settings(cfg: TrainConfig, precision: str, device: torch.device, spec: d
     return json.loads(json.dumps(out))
 
 
-def settings_digest(settings: dict[str, Any]) -> str:
-    """A 16-hex SHA-256 of ``settings`` (key order does not matter)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _show(value: Any) -> str:
-    return value if isinstance(value, str) else "none" if value is None else repr(value)
-
-
 def _model_difference(old: Any, new: dict[str, Any]) -> str:
     """The first difference between two model specs, as ``key=old, not key=new``."""
     old = old if isinstance(old, dict) else {}
     for key in ("arch", "num_classes"):
         if old.get(key) != new.get(key):
-            return f"{key}={_show(old.get(key))}, not {key}={_show(new.get(key))}"
+            return f"{key}={show_setting(old.get(key))}, not {key}={show_setting(new.get(key))}"
     old_kw, new_kw = old.get("kwargs") or {}, new.get("kwargs") or {}
     for key in sorted(set(old_kw) | set(new_kw)):
         if old_kw.get(key, "default") != new_kw.get(key, "default"):
-            return f"{key}={_show(old_kw.get(key, 'default'))}, not {key}={_show(new_kw.get(key, 'default'))}"
+            was, now = old_kw.get(key, "default"), new_kw.get(key, "default")
+            return f"{key}={show_setting(was)}, not {key}={show_setting(now)}"
     return "another model spec"
 
 
@@ -339,18 +330,13 @@ def check_resume(state: dict[str, Any], settings: dict[str, Any], cfg: TrainConf
                         "over)")
     if state["digest"] == settings_digest(settings) and old == settings:
         return
+    data = {"train_data": ("on other training data", "fingerprint"), "test_data": ("on other test data", "fingerprint")}
     for key, new in settings.items():
         was = old.get(key)
         if was == new:
             continue
         if key == "model":
             raise SibaError(f"the checkpoint in {where} is of another model ({_model_difference(was, new)}); {redo}")
-        if key in ("train_data", "test_data"):
-            what = "training" if key == "train_data" else "test"
-            raise SibaError(f"the checkpoint in {where} was made on other {what} data (fingerprint {_show(was)} vs "
-                            f"{_show(new)}); {redo}")
-        if key == "device":
-            raise SibaError(f"the checkpoint in {where} was made on device {_show(was)}, not {_show(new)}; {redo}")
         if key == "loss_hook":
             raise SibaError(f"the checkpoint in {where} was made with {_hook_name(was)}, not {_hook_name(new)}; {redo}")
         if key == "epochs" and settings["schedule"] == "constant" and old.get("schedule") == "constant":
@@ -365,8 +351,7 @@ def check_resume(state: dict[str, Any], settings: dict[str, Any], cfg: TrainConf
                    "depend on the number of epochs)")
         elif key == "precision" and cfg.precision == "auto":
             why = f" (auto resolves to {new} here)"
-        raise SibaError(f"the checkpoint in {where} was made with {key}={_show(was)}, not {key}={_show(new)}{why}; "
-                        f"{redo}")
+        raise SibaError(f"the checkpoint in {where} {setting_difference(key, was, new, data)}{why}; {redo}")
     if "loss_hook" in old and "loss_hook" not in settings:
         raise SibaError(f"the checkpoint in {where} was made with {_hook_name(old['loss_hook'])}, not "
                         f"{_hook_name(None)}; {redo}")
@@ -377,7 +362,7 @@ def check_resume(state: dict[str, Any], settings: dict[str, Any], cfg: TrainConf
 
 def _hook_name(hook_id: Any) -> str:
     """How a run's loss reads in an error: its hook's identity, or the plain cross-entropy."""
-    return "the plain cross-entropy loss" if hook_id is None else f"the loss hook {_show(hook_id)}"
+    return "the plain cross-entropy loss" if hook_id is None else f"the loss hook {show_setting(hook_id)}"
 
 
 def _check_loss_hook(loss_hook: Any, loss_hook_id: Any) -> None:
