@@ -23,7 +23,7 @@ def summary_row(victim: str, result: dict[str, Any]) -> dict[str, Any]:
     metrics = result.get("metrics") or {}
     keep = SUMMARY_KEYS.get(result.get("kind", ""), ())
     row: dict[str, Any] = {"victim": victim, "defense": result.get("defense"), "kind": result.get("kind"),
-                           "wall_s": result.get("wall_s")}
+                           "command": result.get("command"), "wall_s": result.get("wall_s")}
     for key in keep:
         if key in metrics:
             row[key] = metrics[key]
@@ -64,7 +64,8 @@ def write_summary(folder: str | os.PathLike) -> list[dict[str, Any]]:
         part = [r for r in rows if r["kind"] == kind]
         if not part:
             continue
-        keys = [k for k in dict.fromkeys(k for r in part for k in r) if k not in ("victim", "defense", "kind")]
+        shown = ("victim", "defense", "kind", "command")  # the first two are columns; command is in the JSON
+        keys = [k for k in dict.fromkeys(k for r in part for k in r) if k not in shown]
         lines += [f"## {kind}", "", "| victim | defense | " + " | ".join(keys) + " |",
                   "|---|---|" + "---:|" * len(keys)]
         lines += [f"| {r['victim']} | {r['defense']} | " + " | ".join(_cell(r.get(k)) for k in keys) + " |"

@@ -2,7 +2,8 @@
 
 ``write_table`` writes ``table.md``, ``table.csv`` and ``table.json`` (a list of rows: ``attack``,
 ``rate``, ``ba``, ``asr``, ``asr_quantized``, ``l0``, ``linf``, ``lpips``, ``ssim``, ``psnr`` —
-shares as fractions in [0, 1] — and ``paper``: the paper's row, its shares as fractions too), and
+shares as fractions in [0, 1] — ``paper``: the paper's row, its shares as fractions too, and
+``command``: what made the row), and
 ``figure2.png``: one test image poisoned by every attack, with the amplified difference (the
 paper's Figure 2).
 """
@@ -45,7 +46,7 @@ def table_rows(results: dict[str, Any], kinds: dict[str, str],
         kind = kinds.get(r["attack"], r["attack"])
         rows.append({"attack": r["attack"], "kind": kind, "rate": r["rate"], **{k: r.get(k) for k in COLUMNS},
                      "lpips_image_size": r.get("lpips_image_size"), "dispersibility": r.get("dispersibility"),
-                     "paper": paper_row(kind)})
+                     "paper": paper_row(kind), "command": r.get("command")})
     return rows
 
 
