@@ -4,7 +4,8 @@
 
 Writes one JSON per attack at rate R (default: the lowest rate at which SIBA's ASR reaches
 90%, else the highest rate run), with the keys attack, rate, ba, asr, clean_ba, train_acc,
-l0, linf, ssim, psnr, wall_s, command (fractions in [0, 1]), the victim's per-epoch curve (from its
+l0, linf, ssim, psnr, the victim's recipe (epochs, crop_pad, flip, train_size; null for a run made
+before siba recorded them), wall_s, command (fractions in [0, 1]), the victim's per-epoch curve (from its
 metrics.csv) and the machine (--machine, else the one already in the file), and rate_sweep.json
 with every (attack, rate) row of the run (each with its curve), plus a copy of the run's report and charts.
 A run without a clean baseline of its own (``clean_baseline: false``) can be given the clean BA
@@ -25,7 +26,8 @@ from siba.experiments.pipeline import victim_dir
 from siba.training import read_metrics
 
 KEYS = ["attack", "rate", "ba", "asr", "asr_quantized", "asr_by_class", "clean_ba", "train_acc", "poison_fit", "l0",
-        "l0_max", "linf", "ssim", "psnr", "num_poisoned", "epochs", "victim", "wall_s", "trigger_wall_s", "command"]
+        "l0_max", "linf", "ssim", "psnr", "num_poisoned", "epochs", "crop_pad", "flip", "train_size", "victim",
+        "wall_s", "trigger_wall_s", "command"]
 
 
 def curve(metrics_csv: Path) -> list[dict]:

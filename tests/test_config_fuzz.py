@@ -105,7 +105,7 @@ TOP: dict[str, Callable[[Any], bool]] = {
     "target": whole(0, text=False), "all_to_all": FLAG, "clean_baseline": FLAG, "export": FLAG, "track_asr": FLAG,
     "rates": lambda v: (isinstance(v, list) and len(v) > 0) or number(lambda x: 0 < x < 1)(v),
     "description": nullable(kind(str)), "surrogate": nullable(kind(dict)), "victim": nullable(kind(dict)),
-    "attacks": kind(dict),
+    "attacks": kind(dict), "train_fraction": number(lambda x: 0 < x <= 1),
 }
 STAGE: dict[str, Callable[[Any], bool]] = {
     "model": lambda v: isinstance(v, str) and v in MODEL_NAMES, "model_args": nullable(kind(dict)),

@@ -305,3 +305,21 @@ def test_an_all_to_all_run_relabels_every_class_to_the_next_and_judges_each_imag
     assert ev["n_attacked"] == ev["n_test"] == 1000  # every test image, towards (y+1) mod 10
     assert all(a is not None for a in ev["asr_by_class"])
     assert "all-to-all" in (out / "report.md").read_text()
+
+
+def test_train_fraction_gives_every_stage_the_same_stratified_subset(tmp_path, capsys):
+    """``train_fraction`` trains the victims on a seeded, class-stratified share of the training set
+    (poisoning a share of *that* set), keeps the test set whole, and records the victim's recipe."""
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path, smoke_config(train_fraction=0.2))
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--device", "cpu", "--only", "badnets"]) == 0
+    row = json.loads((out / "victims" / "badnets-r0.05" / "eval.json").read_text())
+    assert row["train_size"] == 1000  # 20% of the shipped subset's 5,000, 100 per class
+    assert row["num_poisoned"] == 50  # 5% of those 1,000
+    assert (row["crop_pad"], row["flip"], row["epochs"]) == (4, True, 1)  # the smoke recipe's defaults
+    manifest = json.loads((out / "victims" / "badnets-r0.05" / "poison.json").read_text())
+    assert manifest["num_images"] == 1000 and max(manifest["poisoned_indices"]) < 1000
+    capsys.readouterr()
+    expect_user_error(capsys, ["run", str(write_config(tmp_path, smoke_config(train_fraction=1.5), "bad.yaml")),
+                               "--out", str(tmp_path / "bad"), "--quiet"], "train_fraction must be in (0, 1]")
+    assert not (tmp_path / "bad").exists()

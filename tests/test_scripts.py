@@ -72,7 +72,8 @@ def test_export_results_picks_the_lowest_rate_where_siba_reaches_90_and_fills_th
 
     ex = _load("export_results")
     run, out = tmp_path / "run", tmp_path / "results"
-    rows = [{"attack": a, "rate": r, "ba": 0.87, "asr": asr, "clean_ba": None, "train_acc": 0.99, "command": "c"}
+    rows = [{"attack": a, "rate": r, "ba": 0.87, "asr": asr, "clean_ba": None, "train_acc": 0.99, "command": "c",
+             "crop_pad": 4, "flip": True, "epochs": 48, "train_size": 20000}
             for a, r, asr in [("siba", 0.01, 0.5), ("siba", 0.02, 0.93), ("siba", 0.05, 0.97),
                               ("badnets", 0.02, 1.0), ("random", 0.05, 0.04)]]
     for r in rows:
@@ -85,6 +86,7 @@ def test_export_results_picks_the_lowest_rate_where_siba_reaches_90_and_fills_th
     assert sorted(p.name for p in out.glob("*.json")) == ["badnets.json", "rate_sweep.json", "siba.json"]
     siba = json.loads((out / "siba.json").read_text())
     assert siba["rate"] == 0.02 and siba["asr"] == 0.93 and siba["clean_ba"] == 0.884 and siba["machine"] == "m"
+    assert (siba["crop_pad"], siba["flip"], siba["epochs"], siba["train_size"]) == (4, True, 48, 20000)  # the recipe
     assert [c["asr"] for c in siba["curve"]] == [0.2, 0.6] and siba["curve"][1]["test_acc"] == 0.8
     sweep = json.loads((out / "rate_sweep.json").read_text())
     assert sweep["chosen_rate"] == 0.02 and len(sweep["rows"]) == 5
@@ -190,3 +192,34 @@ def test_export_defenses_merges_into_an_earlier_export_and_lists_every_command(t
     assert "`siba defend abl RUN --victim siba@0.01` → `abl/siba-r0.01/`: 12 s (2-core test cpu" in readme
     assert ed.main([str(tmp_path / "nothing"), str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_asr_vs_shift_measures_a_victim_at_every_offset(tmp_path, monkeypatch, capsys):
+    import json
+
+    from siba.cli.main import main as siba_main
+
+    monkeypatch.setenv("SIBA_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert siba_main(["run", str(ROOT / "configs" / "smoke.yaml"), "--out", str(run), "--quiet", "--device", "cpu",
+                      "--only", "badnets"]) == 0
+    sh = _load("asr_vs_shift")
+    out = tmp_path / "shift"
+    assert sh.main([str(run), "--victim", "badnets-r0.05", "--max-shift", "1", "--out", str(out),
+                    "--device", "cpu"]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    grid = res["victims"]["badnets-r0.05"]
+    assert res["test_images"] == 1000 and grid["offsets"] == [-1, 0, 1]
+    assert len(grid["asr"]) == 3 and all(len(row) == 3 and all(0 <= v <= 1 for v in row) for row in grid["asr"])
+    assert grid["asr_dx"] == grid["asr"][1] and grid["asr_dy"] == [row[1] for row in grid["asr"]]
+    # at offset 0 the image is seen as the pipeline's evaluation saw it
+    ev = json.loads((run / "victims" / "badnets-r0.05" / "eval.json").read_text())
+    assert grid["asr"][1][1] == pytest.approx(ev["asr"], abs=0.01)
+    assert out.with_suffix(".png").stat().st_size > 0 and res["command"].startswith("python scripts/asr_vs_shift.py")
+    capsys.readouterr()
+    assert sh.main([str(run), "--victim", "siba-r0.05", "--out", str(tmp_path / "x")]) == 2
+    assert sh.main([str(run), "--victim", "badnets-r0.05", "--test-fraction", "0", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"asr_vs_shift: error: no finished victim siba-r0.05 in {run / 'victims'}",
+                   "asr_vs_shift: error: --test-fraction must be in (0, 1], got 0"]
+    assert not (tmp_path / "x.json").exists()

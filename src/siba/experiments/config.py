@@ -38,8 +38,8 @@ from ..poisoning import check_rate
 from ..training import TrainConfig
 from ..training.trainer import whole_number
 
-TOP_KEYS = {"name", "data", "image_size", "seed", "device", "target", "all_to_all", "rates", "rate", "surrogate",
-            "victim", "attacks", "clean_baseline", "export", "track_asr", "description"}
+TOP_KEYS = {"name", "data", "image_size", "train_fraction", "seed", "device", "target", "all_to_all", "rates", "rate",
+            "surrogate", "victim", "attacks", "clean_baseline", "export", "track_asr", "description"}
 MODEL_KEYS = {"model", "model_args", "train", "fraction", "path"}
 FLAGS = ("all_to_all", "clean_baseline", "export", "track_asr")  # top-level true/false settings
 # Upper bounds for numbers that are legal in any size but crash a run part-way when absurd: an image side
@@ -171,6 +171,7 @@ class RunConfig:
     name: str
     data: str = "cifar10-mini"
     image_size: int | None = None
+    train_fraction: float = 1.0  # a seeded, class-stratified share of the training set for every stage
     seed: int = 0
     device: str = "auto"
     target: int = 0
@@ -232,6 +233,12 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
                                    or not 1 <= image_size <= MAX_IMAGE_SIZE):
         raise SibaError(f"{source}: image_size must be null or a number of pixels from 1 to {MAX_IMAGE_SIZE}, "
                         f"got {image_size!r}")
+    try:
+        train_fraction = parse_number(raw.get("train_fraction", 1.0), "train_fraction")
+    except SibaError as exc:
+        raise SibaError(f"{source}: {exc}") from None
+    if not 0 < train_fraction <= 1:
+        raise SibaError(f"{source}: train_fraction must be in (0, 1], got {train_fraction:g}")
     if "rates" in raw and "rate" in raw:
         raise SibaError(f"{source}: give rates or rate, not both")
     rates = raw["rates"] if "rates" in raw else raw.get("rate", 0.01)
@@ -265,6 +272,7 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
         name=name if name is not None else Path(source).stem,
         data=data,
         image_size=image_size,
+        train_fraction=train_fraction,
         seed=seed,
         device=device,
         target=target,

@@ -139,6 +139,8 @@ class Pipeline:
         setup_threads()
         cfg = self.cfg
         data = load_dataset(cfg.data, cfg.image_size, progress=self.progress)
+        if cfg.train_fraction < 1:  # every stage sees the same subset; the stage digests key its content
+            data = DataSplits(data.train.fraction(cfg.train_fraction, cfg.seed), data.test, data.name)
         for name in cfg.attacks:
             attack = cfg.attack(name)
             attack.validate(data.image_shape, data.num_classes)
@@ -293,6 +295,8 @@ class Pipeline:
         row = {"attack": name, "rate": rate, **ev, "clean_ba": clean_ba,
                "train_acc": summary.get("train_acc_clean"), "poison_fit": fit_poison,
                "num_poisoned": int(poisoned.indices.numel()), "epochs": cfg.victim.train.epochs,
+               "crop_pad": cfg.victim.train.crop_pad, "flip": cfg.victim.train.flip,
+               "train_size": len(data.train),
                "victim": cfg.victim.model, "wall_s": summary.get("wall_s"),
                "trigger_wall_s": self._trigger_wall(name), "command": self.command}
         write_json(out / "eval.json", row)
