@@ -113,6 +113,14 @@ def _attack_name(value: Any) -> str:
     return value
 
 
+def share(value: Any, what: str) -> float:
+    """A share of the training set in (0, 1] (a number or text such as ``1/4``); one-line errors."""
+    out = parse_number(value, what)
+    if not 0 < out <= 1:
+        raise SibaError(f"{what} must be in (0, 1], got {out:g}")
+    return out
+
+
 @dataclass
 class ModelStage:
     model: str = "fastnet"
@@ -153,9 +161,7 @@ class ModelStage:
         _text_keys(train, f"{where}.train")
         train = dict(train)
         train.setdefault("seed", seed)
-        fraction = parse_number(d.get("fraction", 1.0), f"{where}.fraction")
-        if not 0 < fraction <= 1:
-            raise SibaError(f"{where}.fraction must be in (0, 1], got {fraction}")
+        fraction = share(d.get("fraction", 1.0), f"{where}.fraction")
         path = d.get("path")
         if path is not None:
             _path_text(path, f"{where}.path")
@@ -234,11 +240,9 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
         raise SibaError(f"{source}: image_size must be null or a number of pixels from 1 to {MAX_IMAGE_SIZE}, "
                         f"got {image_size!r}")
     try:
-        train_fraction = parse_number(raw.get("train_fraction", 1.0), "train_fraction")
+        train_fraction = share(raw.get("train_fraction", 1.0), "train_fraction")
     except SibaError as exc:
         raise SibaError(f"{source}: {exc}") from None
-    if not 0 < train_fraction <= 1:
-        raise SibaError(f"{source}: train_fraction must be in (0, 1], got {train_fraction:g}")
     if "rates" in raw and "rate" in raw:
         raise SibaError(f"{source}: give rates or rate, not both")
     rates = raw["rates"] if "rates" in raw else raw.get("rate", 0.01)
