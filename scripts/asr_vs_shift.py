@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from siba.attacks import load_trigger
     from siba.data import load_dataset
     from siba.errors import SibaError
+    from siba.experiments.config import share
     from siba.metrics.attack import asr_under_shifts
     from siba.models import load_model
     from siba.runtime import machine_info, pick_device, read_json, setup_threads, write_json
@@ -49,11 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise SibaError(f"no finished victim {', '.join(missing)} in {run / 'victims'}")
         cfg = read_json(run / "config.json")["config"]
+        fraction = share(args.test_fraction, "--test-fraction")
         setup_threads()
         device = pick_device(args.device)
-        if not 0 < args.test_fraction <= 1:
-            raise SibaError(f"--test-fraction must be in (0, 1], got {args.test_fraction:g}")
-        test_set = load_dataset(cfg["data"], cfg.get("image_size")).test.fraction(args.test_fraction, 0)
+        test_set = load_dataset(cfg["data"], cfg.get("image_size")).test.fraction(fraction, 0)
         out = {"command": "python scripts/asr_vs_shift.py " + " ".join(shlex.quote(a) for a in argv),
                "machine": machine_info(device),
                "test_images": len(test_set), "victims": {}}
