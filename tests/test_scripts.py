@@ -223,3 +223,36 @@ def test_asr_vs_shift_measures_a_victim_at_every_offset(tmp_path, monkeypatch, c
     assert err == [f"asr_vs_shift: error: no finished victim siba-r0.05 in {run / 'victims'}",
                    "asr_vs_shift: error: --test-fraction must be in (0, 1], got 0"]
     assert not (tmp_path / "x.json").exists()
+
+
+def test_make_rot20_builds_twice_the_classes_from_disjoint_images_rotated_exactly(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from siba.data import load_dataset
+    from siba.runtime import read_json
+
+    mk = _load("make_rot20")
+    out = tmp_path / "rot"
+    assert mk.main(["cifar10-mini", str(out), "--train-per-class", "6", "--test-per-class", "3",
+                    "--size", "32", "--seed", "1"]) == 0
+    src = load_dataset("cifar10-mini", progress=False)
+    got = load_dataset(str(out), progress=False)
+    assert got.num_classes == 20 and got.image_shape == (3, 32, 32)
+    assert len(got.train) == 120 and len(got.test) == 60
+    m = read_json(out / "manifest.json")
+    assert m["classes"] == got.train.classes and "airplane-rot180" in m["classes"]
+    for split, ds in (("train", src.train), ("test", src.test)):
+        for name in ("cat", "cat-rot180"):
+            first = ds.images[m["source_index"][split][name][0]].permute(1, 2, 0).numpy()
+            png = np.asarray(Image.open(out / split / name / "0000.png"))
+            assert np.array_equal(png, first[::-1, ::-1] if name.endswith("rot180") else first)
+        used = [i for idx in m["source_index"][split].values() for i in idx]
+        assert len(used) == len(set(used))  # an image is in one class only
+        cat = src.train.classes.index("cat")
+        assert all(int(ds.labels[i]) == cat for i in m["source_index"][split]["cat-rot180"])
+    # a second build into the same folder is one line, and writes nothing
+    assert mk.main(["cifar10-mini", str(out)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert mk.main(["cifar10-mini", str(tmp_path / "big")]) == 2  # the mini set has 500 a class, 800 needed
+    assert not (tmp_path / "big").exists() and not (tmp_path / ".big.partial").exists()
