@@ -188,3 +188,24 @@ def test_the_ray_executor_gives_the_serial_grids_results(serial_grid, tmp_path, 
         assert json.loads((root / name / "results.json").read_text()) == results[name]
         assert victim_weights(root / name) == victim_weights(serial_root / name), name
         assert {p.name for p in (root / name).iterdir()} == {p.name for p in (serial_root / name).iterdir()}
+
+
+@pytest.mark.parametrize("executor", ["serial", "ray"])
+def test_a_grid_with_reuse_copies_every_finished_stage_and_trains_nothing(serial_grid, tmp_path, monkeypatch, executor):
+    """``reuse``: the serial grid's folder offers every stage (victims included) by content key; a grid of the
+    same runs elsewhere copies them all, sends no Ray task, and reports the same numbers."""
+    if executor == "ray":
+        pytest.importorskip("ray")
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("SIBA_THREADS", "1")
+    serial_root, serial_results, _ = serial_grid
+    runs = [GridRun(r.name, r.config) for r in grid_runs()]  # no share: everything comes from the pool
+    lines: list[str] = []
+    results = run_grid(runs, tmp_path / "again", executor=executor, log=lines.append, progress=False,
+                       reuse=[serial_root])
+    assert not any("] training " in s or "making the trigger" in s for s in lines), lines
+    reused = sorted(s.split("] [")[1].split("]")[0] for s in lines if "reused from" in s)
+    assert reused == ["badnets", "badnets @ 0.05", "siba", "siba", "siba @ 0.05", "siba @ 0.1", "surrogate",
+                      "surrogate"]
+    for name in ("a", "b"):
+        assert comparable(results[name]) == comparable(serial_results[name]), name

@@ -203,3 +203,55 @@ def test_run_folder_of_an_older_siba_is_refused(base_run, data_dir, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "older siba" in err[0] and "--fresh" in err[0], err
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == listing  # nothing touched
+
+
+def _reused(lines: list[str]) -> list[str]:
+    return sorted(line.split("]")[0].lstrip("[") for line in lines if "reused from" in line)
+
+
+def _trained(lines: list[str]) -> list[str]:
+    return sorted(line.split("]")[0].lstrip("[") for line in lines
+                  if "] training " in line or "making the trigger" in line)
+
+
+def test_reuse_copies_finished_stages_of_the_same_key_whatever_their_name(base_run, data_dir, tmp_path):
+    raw = _config(data_dir, rates=[0.1, 0.2])
+    raw["attacks"] = {"siba-k4": {"attack": "siba", "k": 4, "eps": "8/255", "passes": 1, "precision": "fp32"},
+                      "random": {"k": 4}}
+    out = tmp_path / "other"
+    lines: list[str] = []
+    res = Pipeline(parse_config(raw), out, progress=False, log=lines.append, reuse=[base_run.parent]).run()
+    # everything the base run finished is copied (the surrogate, both triggers, both victims at 10%) ...
+    assert _reused(lines) == ["random", "random @ 0.1", "siba-k4", "siba-k4 @ 0.1", "surrogate"]
+    # ... and only the new rate's victims are trained
+    assert _trained(lines) == ["random @ 0.2", "siba-k4 @ 0.2"]
+    base = {r["attack"]: r for r in json.loads((base_run / "results.json").read_text())["results"]}
+    rows = {(r["attack"], r["rate"]): r for r in res["results"]}
+    assert rows[("siba-k4", 0.1)]["asr"] == base["siba"]["asr"] and rows[("siba-k4", 0.1)]["ba"] == base["siba"]["ba"]
+    assert json.loads((out / "victims" / "siba-k4-r0.1" / "eval.json").read_text())["attack"] == "siba-k4"
+    assert (out / "victims" / "siba-k4-r0.1" / "model.safetensors").read_bytes() == \
+        (base_run / "victims" / "siba-r0.1" / "model.safetensors").read_bytes()
+    assert not list(out.rglob(".*reusing"))
+    # the copies are this run's own stages now: running again finds them done
+    again: list[str] = []
+    Pipeline(parse_config(raw), out, progress=False, log=again.append).run()
+    assert _trained(again) == [] and _reused(again) == []
+
+
+def test_reuse_copies_nothing_whose_key_differs(base_run, data_dir, tmp_path):
+    raw = _config(data_dir)
+    raw["victim"] = {**raw["victim"], "train": {**TRAIN, "seed": 7}}  # another victim recipe: same surrogate, triggers
+    lines: list[str] = []
+    Pipeline(parse_config(raw), tmp_path / "other", progress=False, log=lines.append, reuse=[base_run]).run()
+    assert _reused(lines) == ["random", "siba", "surrogate"]
+    assert _trained(lines) == ["random @ 0.1", "siba @ 0.1"]
+
+
+def test_reuse_of_a_missing_folder_is_one_line_and_writes_nothing(data_dir, tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_config(data_dir)))
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--reuse", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--reuse" in err[0] and "no such folder" in err[0], err
+    assert not out.exists()

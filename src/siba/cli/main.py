@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "it, and the report lists every finished victim of the config")
     p.add_argument("--data", default=None, help="override the config's data set (a name or a path)")
     p.add_argument("--device", default=None, help="override the config's device")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="copy a stage this run lacks from a finished one of the same content key under DIR (another "
+                        "run folder, a grid, runs/reproduce) instead of recomputing it; repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("table", help="the paper's Table I: every attack of a config, our numbers beside the paper's",
@@ -205,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only these victims (repeatable); the table lists every finished one")
     p.add_argument("--data", default=None, help="override the config's data set (a name or a path)")
     p.add_argument("--device", default=None, help="override the config's device")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="copy a stage this run lacks from a finished one of the same content key under DIR (another "
+                        "run folder, a grid, runs/reproduce) instead of recomputing it; repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("train", help="train a model and write it with its metrics",
@@ -287,7 +293,7 @@ def cmd_run(args: argparse.Namespace, command: str) -> int:
     if args.data:
         cfg.data = args.data
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    pipe = Pipeline(cfg, out, progress=_progress(args), command=command)
+    pipe = Pipeline(cfg, out, progress=_progress(args), command=command, reuse=args.reuse or None)
     results = pipe.run(args.fresh, args.only)
     from ..report import results_table, write_report
 
@@ -312,7 +318,7 @@ def cmd_table(args: argparse.Namespace, command: str) -> int:
     if args.data:
         cfg.data = args.data
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    pipe = Pipeline(cfg, out, progress=_progress(args), command=command)
+    pipe = Pipeline(cfg, out, progress=_progress(args), command=command, reuse=args.reuse or None)
     results = pipe.run(args.fresh, args.only)
     assert pipe.data is not None
     test = pipe.data.test

@@ -31,10 +31,15 @@ def add_parser(sub: Any) -> None:
                    help="the Ray cluster (default: Ray's own convention, RAY_ADDRESS, else a local instance)")
     p.add_argument("--results", default="results/reproduce", help="where items write (default results/reproduce)")
     p.add_argument("--runs", default="runs/reproduce", help="where their run folders go (default runs/reproduce)")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="also copy finished stages of the same content key from this folder (e.g. a `siba table` "
+                        "run such as runs/table1-cifar10-cpu) instead of recomputing them; repeatable. Those of "
+                        "every item under --runs are always shared")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_reproduce(args: argparse.Namespace, command: str) -> int:
+    from ..experiments.pipeline import StagePool
     from ..reproduce import check_request, item_table, run_item
 
     if args.list:
@@ -44,8 +49,9 @@ def cmd_reproduce(args: argparse.Namespace, command: str) -> int:
                           log=lambda s: print(s, file=sys.stderr))
     for item in items:  # every plan built (and so every config checked) before any work starts
         item.plan(args.scale, args.data, list(range(args.seeds)))
+    StagePool(args.reuse)  # every --reuse folder exists
     for item in items:
         run_item(item, args.scale, results_root=args.results, runs_root=args.runs, data=args.data, seeds=args.seeds,
                  executor=args.executor, address=args.address, progress=False if args.quiet else None,
-                 command=command, log=lambda s: print(s, file=sys.stderr))
+                 command=command, log=lambda s: print(s, file=sys.stderr), reuse=args.reuse)
     return 0

@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 from ..errors import SibaError
 from ..runtime import cpu_count, write_json
 from .config import MAX_NAME, RunConfig
-from .pipeline import STAGE_FORMAT, Pipeline, _say, victim_dir
+from .pipeline import STAGE_FORMAT, Pipeline, StagePool, _say
 
 EXECUTORS = ("serial", "ray")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # one folder name, the same alphabet as an attack's
@@ -57,18 +57,21 @@ class GridRun:
 def run_grid(runs: Sequence[GridRun], root: str | Path, *, executor: str = "serial", address: str | None = None,
              progress: bool | None = None, log: Callable[[str], None] | None = None,
              command: str | None = None, fresh: bool = False, cpus_per_task: int = 1,
-             gpus_per_task: float = 0) -> dict[str, dict[str, Any]]:
+             gpus_per_task: float = 0, reuse: Sequence[str | Path] | None = None) -> dict[str, dict[str, Any]]:
     """Run every GridRun into root/<name>/ and return {name: results.json content}.
 
     ``fresh`` redoes every run from nothing (a run with a donor then copies the donor's new
     stages). With ``executor="ray"``, each victim task asks Ray for ``cpus_per_task`` CPUs (and
-    ``gpus_per_task`` GPUs) and trains with that many threads (``SIBA_THREADS``). Every setting is
+    ``gpus_per_task`` GPUs) and trains with that many threads (``SIBA_THREADS``). ``reuse``: folders
+    whose finished stages of the same content key are copied in instead of recomputed (on the
+    driver, victims included: see :class:`~siba.experiments.pipeline.StagePool`). Every setting is
     checked before anything is written (one-line :class:`SibaError`)."""
     root = _check_grid(runs, root, executor, address, cpus_per_task, gpus_per_task)
+    pool = StagePool(reuse) if reuse else None
     log = log or _say
     if executor == "serial":
-        return _run_serial(runs, root, progress, log, command, fresh)
-    return _run_ray(runs, root, address, cpus_per_task, gpus_per_task, progress, log, command, fresh)
+        return _run_serial(runs, root, progress, log, command, fresh, pool)
+    return _run_ray(runs, root, address, cpus_per_task, gpus_per_task, progress, log, command, fresh, pool)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -191,11 +194,12 @@ def _prefixed(log: Callable[[str], None], name: str) -> Callable[[str], None]:
 
 
 def _run_serial(runs: Sequence[GridRun], root: Path, progress: bool | None, log: Callable[[str], None],
-                command: str | None, fresh: bool) -> dict[str, dict[str, Any]]:
+                command: str | None, fresh: bool, pool: StagePool | None = None) -> dict[str, dict[str, Any]]:
     results = {}
     for run in runs:
         run_fresh = _begin(run, root, fresh, log, command)
-        pipe = Pipeline(run.config, root / run.name, progress=progress, log=_prefixed(log, run.name), command=command)
+        pipe = Pipeline(run.config, root / run.name, progress=progress, log=_prefixed(log, run.name), command=command,
+                        reuse=pool)
         results[run.name] = pipe.run(run_fresh)
         log(f"[grid] {run.name} done ({len(results)}/{len(runs)})")
     return results
@@ -203,7 +207,7 @@ def _run_serial(runs: Sequence[GridRun], root: Path, progress: bool | None, log:
 
 def _run_ray(runs: Sequence[GridRun], root: Path, address: str | None, cpus_per_task: int, gpus_per_task: float,
              progress: bool | None, log: Callable[[str], None], command: str | None,
-             fresh: bool) -> dict[str, dict[str, Any]]:
+             fresh: bool, pool: StagePool | None = None) -> dict[str, dict[str, Any]]:
     import ray
 
     started = False
@@ -222,12 +226,11 @@ def _run_ray(runs: Sequence[GridRun], root: Path, address: str | None, cpus_per_
         for run in runs:  # the shared stages, on the driver
             run_fresh = _begin(run, root, fresh, log, command)
             pipe = Pipeline(run.config, root / run.name, progress=progress, log=_prefixed(log, run.name),
-                            command=command)
+                            command=command, reuse=pool)
             pipe.run_shared(run_fresh)
             for rate in run.config.rates:  # the pipeline's order
                 for attack in run.config.attacks:
-                    folder = victim_dir(pipe.out, attack, rate)
-                    if (folder / "eval.json").is_file() and pipe._matches(folder, pipe._victim_settings(attack, rate)):
+                    if pipe.victim_ready(attack, rate):  # finished here, or reused from the pool
                         log(f"[grid] {run.name} {attack}@{rate:g} done already")
                     else:
                         todo.append((run, attack, rate))
@@ -278,12 +281,12 @@ class _TaskPipeline(Pipeline):
     config's path on this node, ``precision: auto`` resolving otherwise on its device) would
     otherwise retrain it in the shared folder while other tasks read it."""
 
-    def _stage(self, folder: Path, settings: dict[str, Any], label: str) -> str:
+    def _stage(self, folder: Path, settings: dict[str, Any], label: str, done: Sequence[str] = ()) -> str:
         if folder.parent != self.out / "victims" and not self._matches(folder, settings):
             raise SibaError(f"[{label}] the shared stage {folder} does not match what this Ray worker computes "
                             f"on {socket.gethostname()} (other data, or precision auto resolving otherwise on its "
                             "device?); a task redoes no shared stage: make the nodes alike or set precision")
-        return super()._stage(folder, settings, label)
+        return super()._stage(folder, settings, label, done)
 
 
 def _train_victim(cfg: RunConfig, out: str, only: str, command: str | None) -> tuple[str | None, list[str]]:

@@ -9,7 +9,11 @@ Running again skips a finished stage whose digest is unchanged, resumes a traini
 progress, and redoes a stage whose digest changed (and so everything downstream of it):
 adding a rate to a config trains only the new victims; changing the victim recipe keeps the
 surrogate and the triggers; a trigger file replaced by hand retrains its victims; a run moved
-to a machine where ``auto`` means another precision redoes the stages it changes. A run
+to a machine where ``auto`` means another precision redoes the stages it changes. With
+``reuse`` (``--reuse DIR``), a stage this run lacks is copied from any finished stage of the
+same content key found under those folders (another run, a grid, a paper item), whatever its
+name there: the key names everything the result depends on, so the copy is the result this
+run would have computed (a victim's ``eval.json`` is renamed to this run's attack name). A run
 folder made by a siba whose stages were keyed to settings alone is refused with one line::
 
     RUN/config.json                  the checked config of the latest run
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -45,6 +50,56 @@ from .config import ModelStage, RunConfig
 
 
 STAGE_FORMAT = 2  # 2: stages keyed to the content they consumed (1: to the settings alone)
+MODEL_DONE = ("summary.json", "model.safetensors")  # what a finished stage holds, by kind
+TRIGGER_DONE = ("trigger.safetensors",)
+VICTIM_DONE = ("eval.json", "model.safetensors")
+_COPYING = ".reusing"  # the hidden suffix of a stage being copied in from a donor
+
+
+class StagePool:
+    """The finished stages under some folders, found by content key: what ``--reuse DIR`` offers.
+
+    A stage is a folder holding a ``stage.json`` of this siba's format (its digest names
+    everything its result depends on). The folders are walked lazily and again on every miss
+    (so stages finished meanwhile, by this process or another, are found); a stage folder's
+    contents, hidden folders and exported PNG trees are not descended into.
+    """
+
+    def __init__(self, roots: Sequence[str | Path]) -> None:
+        self.roots = [Path(r) for r in roots]
+        for root in self.roots:
+            if not root.is_dir():
+                raise SibaError(f"--reuse {root}: no such folder")
+        self._digests: dict[Path, str | None] = {}
+
+    def _walk(self) -> list[Path]:
+        found = []
+        for root in self.roots:
+            for here, dirs, files in os.walk(root):
+                if "stage.json" in files:
+                    found.append(Path(here))
+                    dirs[:] = []
+                    continue
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "poisoned")
+        return found
+
+    def _digest_of(self, folder: Path) -> str | None:
+        if folder not in self._digests:
+            try:
+                stage = read_json(folder / "stage.json")
+            except (OSError, ValueError, SibaError):
+                return None  # being written by another process: looked at again on the next miss
+            self._digests[folder] = stage.get("digest") if stage.get("format") == STAGE_FORMAT else None
+        return self._digests[folder]
+
+    def find(self, digest: str, done: Sequence[str], exclude: Path) -> Path | None:
+        """A finished stage folder (all of ``done`` present) with ``digest``, other than ``exclude``."""
+        skip = exclude.resolve()
+        for folder in self._walk():
+            if (self._digest_of(folder) == digest and folder.resolve() != skip
+                    and all((folder / f).is_file() for f in done)):
+                return folder
+        return None
 
 
 def _say(msg: str) -> None:
@@ -64,8 +119,10 @@ class Pipeline:
     """Runs one :class:`RunConfig` into ``out_dir``; each stage is a method."""
 
     def __init__(self, cfg: RunConfig, out_dir: str | Path, *, progress: bool | None = None,
-                 log: Callable[[str], None] = _say, command: str | None = None) -> None:
+                 log: Callable[[str], None] = _say, command: str | None = None,
+                 reuse: Sequence[str | Path] | StagePool | None = None) -> None:
         self.cfg = cfg
+        self.pool = reuse if isinstance(reuse, StagePool) or reuse is None else StagePool(reuse)
         self.out = Path(out_dir)
         self.progress = progress
         self.log = log
@@ -77,10 +134,12 @@ class Pipeline:
         self.marks: dict[str, Trigger] = {}  # the triggers of the latest run(), by attack name
 
     # ------------------------------------------------------------------ checks
-    def _stage(self, folder: Path, settings: dict[str, Any], label: str) -> str:
+    def _stage(self, folder: Path, settings: dict[str, Any], label: str, done: Sequence[str] = ()) -> str:
         """Make ``folder`` hold the results of ``settings`` (or nothing yet); returns their digest.
 
-        A folder left by other settings is cleared, so its stage is redone.
+        A folder left by other settings is cleared, so its stage is redone. A stage missing here
+        is copied from the reuse pool when it holds a finished one (``done``: its files) of the
+        same digest.
         """
         digest = _digest(settings)
         if folder.exists():
@@ -88,6 +147,17 @@ class Pipeline:
                 return digest
             self.log(f"[{label}] settings changed since the last run: redoing it")
             shutil.rmtree(folder)
+        if done and self.pool is not None:
+            donor = self.pool.find(digest, done, folder)
+            if donor is not None:
+                tmp = folder.parent / f".{folder.name}{_COPYING}"
+                if tmp.exists():  # left by a killed copy
+                    shutil.rmtree(tmp)
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(donor, tmp)
+                tmp.rename(folder)
+                self.log(f"[{label}] reused from {donor} (the same content key)")
+                return digest
         folder.mkdir(parents=True)
         write_json(folder / "stage.json", {"format": STAGE_FORMAT, "digest": digest, "settings": settings,
                                            "data_source": self.cfg.data})
@@ -219,7 +289,7 @@ class Pipeline:
             done = self._matches(out, settings) and (out / "summary.json").is_file() and weights.is_file()
             self.surrogate_digest = weights_fingerprint(weights) if done else None
             return None, read_json(out / "summary.json") if done else {}
-        self._stage(out, settings, "surrogate")
+        self._stage(out, settings, "surrogate", MODEL_DONE)
         train_set = data.train.fraction(cfg.surrogate.fraction, cfg.seed)
         model, summary = self._train_stage(cfg.surrogate, train_set, out, "surrogate")
         self.surrogate_digest = weights_fingerprint(weights)  # triggers are keyed to the weights themselves
@@ -241,7 +311,7 @@ class Pipeline:
                 return read_json(out / "summary.json")
             self.log("[clean] not run yet (left out by --only)")
             return {}
-        self._stage(out, settings, "clean")
+        self._stage(out, settings, "clean", MODEL_DONE)
         _, summary = self._train_stage(cfg.victim, data.train, out, "clean")
         return summary
 
@@ -250,7 +320,7 @@ class Pipeline:
         assert data is not None
         folder = self.out / "triggers" / name
         attack = self.cfg.attack(name)
-        self._stage(folder, self._trigger_settings(name), name)
+        self._stage(folder, self._trigger_settings(name), name, TRIGGER_DONE)
         path = folder / "trigger.safetensors"
         if path.is_file():
             self.log(f"[{name}] trigger done already: {path}")
@@ -275,8 +345,7 @@ class Pipeline:
         cfg, data = self.cfg, self.data
         assert data is not None
         out = victim_dir(self.out, name, rate)
-        self._stage(out, self._victim_settings(name, rate), f"{name} @ {rate:g}")
-        if (out / "eval.json").is_file():
+        if self.victim_ready(name, rate):
             self.log(f"[{name} @ {rate:g}] done already: {out}")
             return read_json(out / "eval.json")
         poisoned = poison_dataset(data.train, mark, rate, seed=cfg.seed, device=self.device)
@@ -303,6 +372,17 @@ class Pipeline:
         self.log(f"[{name} @ {rate:g}] BA {ev['ba']:.4f}  ASR {ev['asr']:.4f}  (8-bit {ev['asr_quantized']:.4f})  "
                  f"train acc {row['train_acc']:.4f}  poisons fit {fit_poison:.4f}")
         return row
+
+    def victim_ready(self, name: str, rate: float) -> bool:
+        """Ready the victim's stage folder (reusing a finished one from the pool); whether it is finished."""
+        out = victim_dir(self.out, name, rate)
+        self._stage(out, self._victim_settings(name, rate), f"{name} @ {rate:g}", VICTIM_DONE)
+        if not (out / "eval.json").is_file():
+            return False
+        row = read_json(out / "eval.json")
+        if row.get("attack") != name:  # reused from a run that named this attack otherwise
+            write_json(out / "eval.json", {**row, "attack": name})
+        return True
 
     def _trigger_wall(self, name: str) -> float | None:
         timing = self.out / "triggers" / name / "timing.json"
@@ -414,5 +494,6 @@ class _ProbeTrigger(Trigger):
 
 
 def run_config(cfg: RunConfig, out_dir: str | Path, *, fresh: bool = False, progress: bool | None = None,
-               command: str | None = None, only: Sequence[str] | None = None) -> dict[str, Any]:
-    return Pipeline(cfg, out_dir, progress=progress, command=command).run(fresh, only)
+               command: str | None = None, only: Sequence[str] | None = None,
+               reuse: Sequence[str | Path] | None = None) -> dict[str, Any]:
+    return Pipeline(cfg, out_dir, progress=progress, command=command, reuse=reuse).run(fresh, only)

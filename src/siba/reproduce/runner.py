@@ -2,7 +2,10 @@
 
 The runs go through the one pipeline (``siba.experiments.grid.run_grid``: the stages of ``siba
 run``, resumable, shared between runs where their content keys match) into
-``runs/reproduce/<item>/<scale>/<run>/``; a defense item then runs its defense against every
+``runs/reproduce/<item>/<scale>/<run>/``; a stage that another item (or a folder named with
+``reuse``, e.g. a ``siba table`` run) already finished with the same content key is copied, not
+recomputed (the Table I SIBA victim is Figure 3's target 0, Figure 5's ``k`` = 100, Figure 6's
+``ε`` = 8/255 and Table V's 100%); a defense item then runs its defense against every
 victim (``siba.experiments.defend``, as ``siba defend`` does); the item's writer makes its
 table or figure. Every item folder holds ``item.md`` (the page: our numbers, the paper's where
 our copy of it kept them, the recipe, the command, the machine, the git revision, the wall time),
@@ -48,13 +51,17 @@ def check_request(names: Sequence[str], scale: str, seeds: int, executor: str,
 def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results/reproduce",
              runs_root: str | Path = "runs/reproduce", data: str | None = None, seeds: int = 1,
              executor: str = "serial", address: str | None = None, progress: bool | None = None,
-             command: str | None = None, log: Callable[[str], None] = print) -> Path:
-    """Run ``item`` at ``scale``; returns its results folder."""
+             command: str | None = None, log: Callable[[str], None] = print,
+             reuse: Sequence[str | Path] = ()) -> Path:
+    """Run ``item`` at ``scale``; returns its results folder. Finished stages of the same content
+    key under ``runs_root`` (every item's runs) and the ``reuse`` folders are copied, not redone."""
     from ..experiments.defend import defend_run
     from ..experiments.grid import copy_shared, run_grid
-    from ..experiments.pipeline import Pipeline
+    from ..experiments.pipeline import Pipeline, StagePool
 
     plan = item.plan(scale, data, list(range(seeds)))  # checks every config before any work
+    pool_roots = [*([Path(runs_root)] if Path(runs_root).is_dir() else []), *map(Path, reuse)]
+    pool = StagePool(pool_roots) if pool_roots else None
     runs_dir = Path(runs_root) / (item.runs_group or item.name) / scale  # a group's items share their runs
     out = Path(results_root) / item.name / scale
     t0 = time.perf_counter()
@@ -63,11 +70,12 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
         for run in plan.runs:
             if run.share:
                 copy_shared(runs_dir / run.share, runs_dir / run.name, run.config, command)
-            Pipeline(run.config, runs_dir / run.name, progress=progress, log=log, command=command).run_shared()
+            Pipeline(run.config, runs_dir / run.name, progress=progress, log=log, command=command,
+                     reuse=pool).run_shared()
             results[run.name] = {}
     else:
         results = run_grid(plan.runs, runs_dir, executor=executor, address=address, progress=progress, log=log,
-                           command=command)
+                           command=command, reuse=pool.roots if pool else None)
     defense_dirs = {}
     if plan.defense:
         from ..defenses import create_defense
