@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 from ..errors import SibaError
 from ..runtime import cpu_count, write_json
 from .config import MAX_NAME, RunConfig
-from .pipeline import STAGE_FORMAT, Pipeline, StagePool, _say
+from .pipeline import STAGE_FORMAT, Pipeline, StagePool, _say, copy_stage
 
 EXECUTORS = ("serial", "ray")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # one folder name, the same alphabet as an attack's
@@ -163,12 +163,7 @@ def copy_shared(donor: str | Path, out: str | Path, cfg: RunConfig, command: str
             continue
         if not (out / "config.json").is_file():  # the folder becomes a run folder, as prepare() would make it
             write_json(out / "config.json", {"format": STAGE_FORMAT, "config": cfg.to_dict(), "command": command})
-        tmp = dest.parent / f".{dest.name}{COPY_TAG}"
-        if tmp.exists():  # left by a killed copy
-            shutil.rmtree(tmp)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, tmp)
-        tmp.rename(dest)
+        copy_stage(src, dest, COPY_TAG)
         copied.append(rel)
     return copied
 

@@ -56,6 +56,17 @@ VICTIM_DONE = ("eval.json", "model.safetensors")
 _COPYING = ".reusing"  # the hidden suffix of a stage being copied in from a donor
 
 
+def copy_stage(src: Path, dest: Path, tag: str) -> None:
+    """Copy stage folder ``src`` to ``dest`` under the hidden name ``.<dest>TAG``, then rename it into
+    place: a killed copy leaves no half stage (and the next copy clears what it left)."""
+    tmp = dest.parent / f".{dest.name}{tag}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, tmp)
+    tmp.rename(dest)
+
+
 class StagePool:
     """The finished stages under some folders, found by content key: what ``--reuse DIR`` offers.
 
@@ -150,12 +161,7 @@ class Pipeline:
         if done and self.pool is not None:
             donor = self.pool.find(digest, done, folder)
             if donor is not None:
-                tmp = folder.parent / f".{folder.name}{_COPYING}"
-                if tmp.exists():  # left by a killed copy
-                    shutil.rmtree(tmp)
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(donor, tmp)
-                tmp.rename(folder)
+                copy_stage(donor, folder, _COPYING)
                 self.log(f"[{label}] reused from {donor} (the same content key)")
                 return digest
         folder.mkdir(parents=True)
