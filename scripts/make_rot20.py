@@ -36,18 +36,21 @@ sys.path.insert(0, str(ROOT / "src"))
 FORMAT = "siba-rot20/1"
 
 
-def draw(labels, classes: int, per_class: int, seed: int, split: int):
+def draw(labels, classes: list[str], per_class: int, seed: int, split: str) -> list[list[int]]:
     """For each source class, ``2 × per_class`` distinct indices (upright ones, then rotated ones)."""
     import torch
 
+    from siba.errors import SibaError
+
     out = []
-    for c in range(classes):
+    for c, name in enumerate(classes):
         idx = torch.nonzero(labels == c).flatten()
         if len(idx) < 2 * per_class:
-            return None, c, len(idx)
-        g = torch.Generator().manual_seed(seed * 1000 + split * 100 + c)
+            raise SibaError(f"class {name!r} of the {split} split has {len(idx)} images; "
+                            f"{2 * per_class} are needed ({per_class} upright and {per_class} rotated)")
+        g = torch.Generator().manual_seed(seed * 1000 + (split == "test") * 100 + c)
         out.append(idx[torch.randperm(len(idx), generator=g)[:2 * per_class]].tolist())
-    return out, None, None
+    return out
 
 
 def build(src: str, out: Path, train_per_class: int, test_per_class: int, size: int, seed: int,
@@ -69,14 +72,8 @@ def build(src: str, out: Path, train_per_class: int, test_per_class: int, size: 
         raise SibaError(f"{out} exists and is not an empty folder; pick another OUT or delete it")
     splits = load_dataset(src, progress=False)
     classes = list(splits.train.classes)
-    plan = {}
-    for split_no, (split, ds, per) in enumerate((("train", splits.train, train_per_class),
-                                                 ("test", splits.test, test_per_class))):
-        chosen, short, have = draw(ds.labels, len(classes), per, seed, split_no)
-        if chosen is None:
-            raise SibaError(f"class {classes[short]!r} of the {split} split has {have} images; "
-                            f"{2 * per} are needed ({per} upright and {per} rotated)")
-        plan[split] = (ds, per, chosen)
+    plan = {split: (ds, per, draw(ds.labels, classes, per, seed, split))
+            for split, ds, per in (("train", splits.train, train_per_class), ("test", splits.test, test_per_class))}
     names = classes + [f"{c}-rot180" for c in classes]
     partial = out.parent / f".{out.name}.partial"
     if partial.exists():

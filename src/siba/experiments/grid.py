@@ -38,7 +38,8 @@ from typing import Any, Callable, Sequence
 from ..errors import SibaError
 from ..runtime import cpu_count, write_json
 from .config import MAX_NAME, RunConfig
-from .pipeline import STAGE_FORMAT, Pipeline, StagePool, _say, copy_stage
+from .pipeline import (MODEL_DONE, STAGE_FORMAT, TRIGGER_DONE, Pipeline, StagePool, _say, copy_stage,
+                       stage_finished)
 
 EXECUTORS = ("serial", "ray")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # one folder name, the same alphabet as an attack's
@@ -57,7 +58,8 @@ class GridRun:
 def run_grid(runs: Sequence[GridRun], root: str | Path, *, executor: str = "serial", address: str | None = None,
              progress: bool | None = None, log: Callable[[str], None] | None = None,
              command: str | None = None, fresh: bool = False, cpus_per_task: int = 1,
-             gpus_per_task: float = 0, reuse: Sequence[str | Path] | None = None) -> dict[str, dict[str, Any]]:
+             gpus_per_task: float = 0,
+             reuse: Sequence[str | Path] | StagePool | None = None) -> dict[str, dict[str, Any]]:
     """Run every GridRun into root/<name>/ and return {name: results.json content}.
 
     ``fresh`` redoes every run from nothing (a run with a donor then copies the donor's new
@@ -67,7 +69,7 @@ def run_grid(runs: Sequence[GridRun], root: str | Path, *, executor: str = "seri
     driver, victims included: see :class:`~siba.experiments.pipeline.StagePool`). Every setting is
     checked before anything is written (one-line :class:`SibaError`)."""
     root = _check_grid(runs, root, executor, address, cpus_per_task, gpus_per_task)
-    pool = StagePool(reuse) if reuse else None
+    pool = reuse if isinstance(reuse, StagePool) or not reuse else StagePool(reuse)
     log = log or _say
     if executor == "serial":
         return _run_serial(runs, root, progress, log, command, fresh, pool)
@@ -126,15 +128,6 @@ def _check_grid(runs: Sequence[GridRun], root: str | Path, executor: str, addres
 # ---------------------------------------------------------------------------- sharing
 
 
-def _finished(folder: Path, kind: str) -> bool:
-    """Whether ``folder`` holds a finished stage (its key is the pipeline's to judge)."""
-    if not (folder / "stage.json").is_file():
-        return False
-    if kind == "trigger":
-        return (folder / "trigger.safetensors").is_file()
-    return (folder / "summary.json").is_file() and (folder / "model.safetensors").is_file()
-
-
 def copy_shared(donor: str | Path, out: str | Path, cfg: RunConfig, command: str | None = None) -> list[str]:
     """Copy the finished shared stages of run folder ``donor`` that run folder ``out`` lacks.
 
@@ -152,14 +145,14 @@ def copy_shared(donor: str | Path, out: str | Path, cfg: RunConfig, command: str
         return []
     wanted = []
     if cfg.needs_surrogate() and cfg.surrogate.path is None:
-        wanted.append(("surrogate", "model"))
+        wanted.append(("surrogate", MODEL_DONE))
     if cfg.clean_baseline:
-        wanted.append(("clean", "model"))
-    wanted += [(f"triggers/{name}", "trigger") for name in cfg.attacks]
+        wanted.append(("clean", MODEL_DONE))
+    wanted += [(f"triggers/{name}", TRIGGER_DONE) for name in cfg.attacks]
     copied = []
-    for rel, kind in wanted:
+    for rel, done in wanted:  # finished stages only: their keys are the pipeline's to judge
         src, dest = donor / rel, out / rel
-        if dest.exists() or not _finished(src, kind):
+        if dest.exists() or not stage_finished(src, done):
             continue
         if not (out / "config.json").is_file():  # the folder becomes a run folder, as prepare() would make it
             write_json(out / "config.json", {"format": STAGE_FORMAT, "config": cfg.to_dict(), "command": command})

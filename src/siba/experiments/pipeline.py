@@ -67,6 +67,11 @@ def copy_stage(src: Path, dest: Path, tag: str) -> None:
     tmp.rename(dest)
 
 
+def stage_finished(folder: Path, done: Sequence[str]) -> bool:
+    """Whether ``folder`` is a stage (it has a ``stage.json``) holding every file of ``done``."""
+    return (folder / "stage.json").is_file() and all((folder / f).is_file() for f in done)
+
+
 class StagePool:
     """The finished stages under some folders, found by content key: what ``--reuse DIR`` offers.
 
@@ -81,7 +86,7 @@ class StagePool:
         for root in self.roots:
             if not root.is_dir():
                 raise SibaError(f"--reuse {root}: no such folder")
-        self._digests: dict[Path, str | None] = {}
+        self._digests: dict[tuple[Path, int], str | None] = {}  # by (folder, stage.json's mtime)
 
     def _walk(self) -> list[Path]:
         found = []
@@ -95,20 +100,20 @@ class StagePool:
         return found
 
     def _digest_of(self, folder: Path) -> str | None:
-        if folder not in self._digests:
-            try:
+        try:  # keyed to the file's mtime too: a stage redone in place under other settings is read again
+            key = (folder, (folder / "stage.json").stat().st_mtime_ns)
+            if key not in self._digests:
                 stage = read_json(folder / "stage.json")
-            except (OSError, ValueError, SibaError):
-                return None  # being written by another process: looked at again on the next miss
-            self._digests[folder] = stage.get("digest") if stage.get("format") == STAGE_FORMAT else None
-        return self._digests[folder]
+                self._digests[key] = stage.get("digest") if stage.get("format") == STAGE_FORMAT else None
+        except (OSError, ValueError, SibaError):
+            return None  # gone, or being written by another process: looked at again on the next miss
+        return self._digests[key]
 
     def find(self, digest: str, done: Sequence[str], exclude: Path) -> Path | None:
         """A finished stage folder (all of ``done`` present) with ``digest``, other than ``exclude``."""
         skip = exclude.resolve()
         for folder in self._walk():
-            if (self._digest_of(folder) == digest and folder.resolve() != skip
-                    and all((folder / f).is_file() for f in done)):
+            if self._digest_of(folder) == digest and folder.resolve() != skip and stage_finished(folder, done):
                 return folder
         return None
 

@@ -75,7 +75,7 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
             results[run.name] = {}
     else:
         results = run_grid(plan.runs, runs_dir, executor=executor, address=address, progress=progress, log=log,
-                           command=command, reuse=pool.roots if pool else None)
+                           command=command, reuse=pool)
     defense_dirs = {}
     if plan.defense:
         from ..defenses import create_defense
