@@ -243,6 +243,19 @@ def test_unknown_device(tmp_path, capsys, data_dir):
     assert not out.exists()
 
 
+
+def test_train_init_that_does_not_fit_is_one_line(tmp_path, capsys, data_dir):
+    wide = tmp_path / "wide.pth"
+    from siba.models import create_model
+
+    torch.save(create_model("fastnet", 3, widths=[16, 16, 16, 16]).state_dict(), wide)
+    for init, needle in ((wide, "does not fit this fastnet"), (tmp_path / "none.pth", "weights file not found")):
+        out = tmp_path / "out"
+        expect_user_error(capsys, ["train", "--data", str(data_dir), "--out", str(out), *TINY, "--init", str(init)],
+                          needle)
+        assert not out.exists()
+
+
 # --------------------------------------------------------------------------- real runs
 
 
@@ -280,6 +293,22 @@ def test_train_learns_a_cue_the_data_holds(tmp_path, capsys, data_dir):
     assert summary["epochs"] == 30
     assert summary["train_acc_clean"] == 1.0  # chance is 1/3; measured 1.0 for seeds 0-4
     assert summary["test_acc"] >= 5 / 6  # 6 test images; measured 6/6 for seeds 0-4
+
+
+def test_train_init_starts_from_the_file(tmp_path, capsys, trained, data_dir):
+    """--init with the weights of a trained run: at a learning rate of 1e-9 the new run's weights stay
+    the ones it started from (those of the trained run, not a fresh initialisation)."""
+    start = tmp_path / "start.pth"
+    from siba.models import load_model
+
+    torch.save(load_model(trained / "model.safetensors").state_dict(), start)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data_dir), "--out", str(out), *TINY, "--init", str(start),
+                 "--lr", "1e-9", "--schedule", "constant", "--momentum", "0", "--weight-decay", "0"]) == 0
+    a = load_model(trained / "model.safetensors").state_dict()
+    b = load_model(out / "model.safetensors").state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a if "running" not in k
+               and "num_batches" not in k)
 
 
 def test_train_prints_json(tmp_path, capsys, data_dir):

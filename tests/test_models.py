@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from siba.errors import SibaError
-from siba.models import (create_model, list_models, load_model, load_weights, model_spec, read_model_metadata,
-                         save_model)
+from siba.models import (create_model, init_from, list_models, load_model, load_weights, model_spec,
+                         read_model_metadata, save_model)
 
 BUILTIN = ["fastnet", "resnet18", "resnet34", "vgg16", "vgg19"]
 ALL = sorted(list_models())  # every registered model, so a new one is covered too
@@ -248,3 +248,52 @@ def test_load_weights_refuses_pickled_objects(tmp_path):
         load_weights(model, bad)
     with pytest.raises(SibaError, match="not found"):
         load_weights(model, tmp_path / "missing.pth")
+
+
+def test_init_from_a_torchvision_file_keeps_only_the_head_fresh(tmp_path):
+    """init_from: every tensor outside the final layer from the file (an ImageNet-shaped head of 1000
+    classes stays fresh for 20 classes); a file of another architecture, width or stem is refused
+    before anything is loaded."""
+    torch.manual_seed(0)
+    src = _trained_bn(create_model("resnet18", num_classes=1000, width=8, stem="imagenet"))
+    pth = tmp_path / "resnet18.pth"
+    torch.save(src.state_dict(), pth)
+    torch.manual_seed(1)
+    dst = create_model("resnet18", num_classes=20, width=8, stem="imagenet")
+    fc = dst.fc.weight.detach().clone()
+    info = init_from(dst, pth)
+    assert info["fresh"] == ["fc.weight", "fc.bias"]
+    assert info["loaded"] == len(dst.state_dict()) - 2
+    sd, own = src.state_dict(), dst.state_dict()
+    assert all(torch.equal(sd[k], own[k]) for k in own if not k.startswith("fc."))
+    assert torch.equal(dst.fc.weight, fc)
+    # the same number of classes: the head loads too
+    same = create_model("resnet18", num_classes=1000, width=8, stem="imagenet")
+    assert init_from(same, pth)["fresh"] == []
+    assert torch.equal(same.fc.weight, src.fc.weight)
+    # VGG: torchvision's three-layer classifier under a one-layer CIFAR head is the head, left fresh
+    vgg = create_model("vgg16", num_classes=1000, width=0.125, head="imagenet")
+    vpth = tmp_path / "vgg16_bn.pth"
+    torch.save(vgg.state_dict(), vpth)
+    cifar_head = create_model("vgg16", num_classes=20, width=0.125)
+    assert init_from(cifar_head, vpth)["fresh"] == ["classifier.weight", "classifier.bias"]
+    assert torch.equal(cifar_head.features[0].weight, vgg.features[0].weight)
+
+
+@pytest.mark.parametrize("model_kw,match", [
+    ({"width": 8, "stem": "cifar"}, r"conv1\.weight is \(8, 3, 7, 7\) there, \(8, 3, 3, 3\) here"),
+    ({"width": 16, "stem": "imagenet"}, r"conv1\.weight is \(8, 3, 7, 7\) there, \(16, 3, 7, 7\) here"),
+])
+def test_init_from_refuses_a_file_that_does_not_fit(tmp_path, model_kw, match):
+    torch.manual_seed(0)
+    pth = tmp_path / "resnet18.pth"
+    torch.save(create_model("resnet18", num_classes=1000, width=8, stem="imagenet").state_dict(), pth)
+    dst = create_model("resnet18", num_classes=20, **model_kw)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(SibaError, match=match):
+        init_from(dst, pth)
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())  # nothing loaded
+    with pytest.raises(SibaError, match="it has no features.0.weight"):
+        init_from(create_model("vgg16", num_classes=20, width=0.125), pth)
+    with pytest.raises(SibaError, match="weights file not found"):
+        init_from(dst, tmp_path / "missing.pth")

@@ -40,9 +40,10 @@ def test_a_registry_refuses_a_name_twice_and_an_unknown_name_in_one_line():
 
 
 @pytest.mark.parametrize("scale", SCALES)
-def test_every_item_plans_checked_configs_at_every_scale(scale):
+def test_every_item_plans_checked_configs_at_every_scale(scale, tmp_path):
     for name, item in ITEMS.items():
-        plan = item.plan(scale, "faces" if item.needs_data else None)
+        init = {a: str(_touch(tmp_path / f"{a}.pth")) for a in item.pretrained} if scale == "paper" else None
+        plan = item.plan(scale, "faces" if item.needs_data else None, init=init)
         assert plan.runs, name
         names = [r.name for r in plan.runs]
         assert len(set(names)) == len(names), name
@@ -73,7 +74,48 @@ def test_table2_needs_a_face_data_set():
     assert "table2" not in {i.name for i in chosen} and any("table2" in m for m in messages)
 
 
+def _touch(path):
+    path.write_bytes(b"")
+    return path
+
+
+def test_table2_models_at_each_scale(tmp_path):
+    """Quick/cpu: a narrow ResNet-18 with the ImageNet stem from scratch; paper: ResNet-18 and VGG-16 from the
+    ImageNet weights named with --init (required), with ImageNet normalisation and the paper's face schedule;
+    the face BadNets and UBW-P patch is all white, 20×20 (the paper's L0 of 400)."""
+    item = ITEMS["table2"]
+    quick = item.plan("quick", "faces").runs[0].config
+    assert (quick.victim.model, quick.victim.model_args) == ("resnet18", {"width": 16, "stem": "imagenet"})
+    assert quick.surrogate.model_args == quick.victim.model_args and quick.victim.init is None
+    assert quick.attacks["badnets"]["size"] == 20 and quick.attacks["ubw-p"]["pattern"] == "white"
+    assert quick.attacks["siba"]["k"] == 1600 and quick.image_size == 128
+    assert "ResNet-18 of width 16" in item.recipe("quick") and "fastnet" not in item.recipe("quick")
+    with pytest.raises(SibaError, match=r"--init resnet18=resnet18-f37072fd\.pth --init vgg16=vgg16_bn"):
+        item.plan("paper", "faces")
+    with pytest.raises(SibaError, match=r"--init vgg16="):
+        item.plan("paper", "faces", init={"resnet18": str(_touch(tmp_path / "r.pth"))})
+    init = {"resnet18": str(tmp_path / "r.pth"), "vgg16": str(_touch(tmp_path / "v.pth"))}
+    runs = {r.name: r.config for r in item.plan("paper", "faces", init=init).runs}
+    assert sorted(runs) == ["resnet18", "vgg16"]
+    for arch, cfg in runs.items():
+        for stage in (cfg.surrogate, cfg.victim):
+            assert stage.model == arch and stage.init == init[arch]
+            assert stage.model_args["mean"] == [0.485, 0.456, 0.406]
+            assert (stage.train.epochs, stage.train.milestones) == (30, [15, 20])
+    assert runs["resnet18"].victim.model_args["stem"] == "imagenet"
+    # Table I at paper scale trains from scratch, and takes weights only when named
+    assert all(r.config.victim.init is None for r in ITEMS["table1"].plan("paper").runs)
+    with_init = ITEMS["table1"].plan("paper", init={"vgg16": init["vgg16"]}).runs
+    assert [r.config.victim.init for r in with_init] == [None, init["vgg16"]]
+
+
 @pytest.mark.parametrize("argv, needle", [
+    (["reproduce", "table1", "--init", "resnet18"], "--init must be MODEL=FILE"),
+    (["reproduce", "table1", "--init", "alexnet=a.pth"], "unknown model 'alexnet'"),
+    (["reproduce", "table1", "--init", "vgg16=a.pth", "--init", "vgg16=b.pth"], "names vgg16 twice"),
+    (["reproduce", "figure4", "--init", "vgg16=a.pth"], "figure4 at scale quick trains no vgg16"),
+    (["reproduce", "table1", "--scale", "paper", "--init", "vgg16=a.pth"], "vgg16=a.pth: no such file"),
+    (["reproduce", "table2", "--data", "faces", "--scale", "paper"], "starts resnet18 and vgg16 from ImageNet"),
     (["reproduce", "table9"], "unknown paper item 'table9'"),
     (["reproduce", "table1", "--scale", "huge"], "unknown scale 'huge'"),
     (["reproduce", "table1", "--seeds", "0"], "--seeds must be a whole number from 1 to 100"),

@@ -22,7 +22,8 @@ from siba.attacks import load_trigger
 from siba.cli.main import main
 from siba.experiments import parse_config
 from siba.experiments.pipeline import Pipeline
-from siba.models import create_model, save_model
+from siba.models import create_model, load_model, save_model
+from siba.runtime import file_sha256
 
 TINY = {"widths": [4, 8, 8, 16]}
 TRAIN = {"epochs": 1, "batch_size": 64, "lr": 0.2, "schedule": "onecycle", "eval_every": 0, "precision": "fp32"}
@@ -255,3 +256,59 @@ def test_reuse_of_a_missing_folder_is_one_line_and_writes_nothing(data_dir, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--reuse" in err[0] and "no such folder" in err[0], err
     assert not out.exists()
+
+
+def test_victim_init_starts_from_the_file_and_keys_its_content(data_dir, tmp_path, capsys):
+    """`victim.init`: the training starts from the named weights (the log says so), the stage is keyed
+    to the file's content (the same bytes elsewhere redo nothing, other bytes redo the victims), and a
+    missing or unfitting file, or init beside path, is a one-line error before anything is written."""
+    def weights(seed: int, path: Path) -> Path:
+        torch.manual_seed(seed)
+        torch.save(create_model("fastnet", 3, **TINY).state_dict(), path)
+        return path
+
+    first = weights(0, tmp_path / "w0.pth")
+    raw = _config(data_dir, attacks={"random": {"k": 4}}, clean_baseline=True)
+    # a learning rate so small that the trained weights are still the ones the training started from
+    raw["victim"] = {**raw["victim"], "init": str(first), "train": {**TRAIN, "lr": 1e-9}}
+    out = tmp_path / "run"
+    _, lines = _run(raw, out)
+    assert sorted(line.split("]")[0].lstrip("[") for line in lines if "starting from" in line and
+                  "fresh: none" in line) == ["clean", "random @ 0.1"]
+    start = torch.load(first, weights_only=True)
+    for folder in (out / "clean", out / "victims" / "random-r0.1"):
+        trained = load_model(folder / "model.safetensors").state_dict()
+        assert torch.allclose(trained["fc.weight"], start["fc.weight"], atol=1e-6)
+        assert torch.allclose(trained["stem.0.weight"], start["stem.0.weight"], atol=1e-6)
+    stage = json.loads((out / "victims" / "random-r0.1" / "stage.json").read_text())
+    assert stage["settings"]["victim"]["init"] == {"sha256": file_sha256(first)}
+    assert "init" not in json.loads((out / "surrogate" / "stage.json").read_text())["settings"]["surrogate"] \
+        if (out / "surrogate").exists() else True
+    moved = tmp_path / "moved.pth"
+    shutil.copy(first, moved)
+    raw["victim"]["init"] = str(moved)
+    _, lines = _run(raw, out)
+    assert _redone(lines) == [] and _trained(lines) == []
+    raw["victim"]["init"] = str(weights(1, moved))
+    _, lines = _run(raw, out)
+    assert set(_redone(lines)) == {"clean", "random @ 0.1"}
+
+    cfg = tmp_path / "cfg.yaml"
+    bad_out = tmp_path / "bad"
+    other = tmp_path / "other.pth"
+    torch.save(create_model("fastnet", 3, widths=[8, 8, 16, 16]).state_dict(), other)
+    for init, expect in ((tmp_path / "missing.pth", "victim.init does not exist"),
+                         (other, "victim.init: ")):
+        raw["victim"]["init"] = str(init)
+        cfg.write_text(yaml.safe_dump(raw))
+        assert main(["run", str(cfg), "--out", str(bad_out), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expect in err[0], err
+        assert not bad_out.exists()
+    raw["victim"]["init"] = str(first)
+    raw["victim"]["path"] = str(first)
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(cfg), "--out", str(bad_out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "both path" in err[0] and "init" in err[0], err
+    assert not bad_out.exists()

@@ -221,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="fastnet", help="model name (see `siba list`; default fastnet)")
     p.add_argument("--model-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. width=32 or widths=[32,64,128,256] (repeatable)")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="start from these weights instead of a random initialisation: a torchvision-format .pth "
+                        "(e.g. ImageNet ResNet-18 with --model-arg stem=imagenet) or a safetensors file; every "
+                        "layer but the final linear one must fit (a one-line error names the first that does not), "
+                        "and the final one loads when the class count matches. siba downloads no weights")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint in --out (a fresh start when there is none); the run must "
@@ -338,7 +343,7 @@ def cmd_train(args: argparse.Namespace, command: str) -> int:
     import torch
 
     from ..data import load_dataset
-    from ..models import create_model
+    from ..models import create_model, init_from
     from ..runtime import pick_device, write_json
     from ..training import TrainConfig, train
 
@@ -352,6 +357,8 @@ def cmd_train(args: argparse.Namespace, command: str) -> int:
     train_set = data.train.fraction(args.fraction, args.seed) if args.fraction != 1 else data.train
     torch.manual_seed(args.seed)
     model = create_model(args.model, data.num_classes, **dict(args.model_arg))
+    if args.init:
+        init_from(model, args.init)
     out = Path(args.out)
     res = train(model, train_set, data.test, cfg, out_dir=out, resume=args.resume, device=device,
                 progress=_progress(args), eval_train_set=train_set)

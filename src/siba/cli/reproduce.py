@@ -35,23 +35,29 @@ def add_parser(sub: Any) -> None:
                    help="also copy finished stages of the same content key from this folder (e.g. a `siba table` "
                         "run such as runs/table1-cifar10-cpu) instead of recomputing them; repeatable. Those of "
                         "every item under --runs are always shared")
+    p.add_argument("--init", action="append", default=[], metavar="MODEL=FILE",
+                   help="start every surrogate and victim of MODEL from these weights (a torchvision-format .pth "
+                        "or safetensors file you have; siba downloads nothing), e.g. --init "
+                        "resnet18=resnet18-f37072fd.pth --init vgg16=vgg16_bn-6c64b313.pth for table2 at paper "
+                        "scale, which needs them; repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_reproduce(args: argparse.Namespace, command: str) -> int:
     from ..experiments.pipeline import StagePool
-    from ..reproduce import check_request, item_table, run_item
+    from ..reproduce import check_request, item_table, parse_init, run_item
 
     if args.list:
         print(item_table())
         return 0
     items = check_request(args.items, args.scale, args.seeds, args.executor, args.data,
                           log=lambda s: print(s, file=sys.stderr))
+    init = parse_init(args.init)
     for item in items:  # every plan built (and so every config checked) before any work starts
-        item.plan(args.scale, args.data, list(range(args.seeds)))
+        item.plan(args.scale, args.data, list(range(args.seeds)), init)
     StagePool(args.reuse)  # every --reuse folder exists
     for item in items:
         run_item(item, args.scale, results_root=args.results, runs_root=args.runs, data=args.data, seeds=args.seeds,
                  executor=args.executor, address=args.address, progress=False if args.quiet else None,
-                 command=command, log=lambda s: print(s, file=sys.stderr), reuse=args.reuse)
+                 command=command, log=lambda s: print(s, file=sys.stderr), reuse=args.reuse, init=init)
     return 0

@@ -40,7 +40,7 @@ from ..training.trainer import whole_number
 
 TOP_KEYS = {"name", "data", "image_size", "train_fraction", "seed", "device", "target", "all_to_all", "rates", "rate",
             "surrogate", "victim", "attacks", "clean_baseline", "export", "track_asr", "description"}
-MODEL_KEYS = {"model", "model_args", "train", "fraction", "path"}
+MODEL_KEYS = {"model", "model_args", "train", "fraction", "path", "init"}
 FLAGS = ("all_to_all", "clean_baseline", "export", "track_asr")  # top-level true/false settings
 # Upper bounds for numbers that are legal in any size but crash a run part-way when absurd: an image side
 # beyond MAX_IMAGE_SIZE makes the decoded data set exhaust memory (and overflows PIL's resize long before
@@ -128,6 +128,7 @@ class ModelStage:
     train: TrainConfig = field(default_factory=TrainConfig)
     fraction: float = 1.0  # share of the training set (limited-data surrogates)
     path: str | None = None  # an existing model file instead of training one
+    init: str | None = None  # weights to start the training from (e.g. torchvision's ImageNet file)
 
     @classmethod
     def parse(cls, d: Any, where: str, seed: int) -> "ModelStage":
@@ -165,11 +166,17 @@ class ModelStage:
         path = d.get("path")
         if path is not None:
             _path_text(path, f"{where}.path")
+        init = d.get("init")
+        if init is not None:
+            _path_text(init, f"{where}.init")
+            if path is not None:
+                raise SibaError(f"{where} has both path (a finished model, not trained) and init (weights a "
+                                "training starts from); keep one")
         try:
             train_config = TrainConfig.from_dict(train)  # checks the flags, bounds and seed too
         except SibaError as exc:
             raise SibaError(f"{where}.train: {exc}") from None
-        return cls(model, dict(model_args), train_config, fraction, path)
+        return cls(model, dict(model_args), train_config, fraction, path, init)
 
 
 @dataclass
@@ -204,7 +211,11 @@ class RunConfig:
         return any(self.attack(a).needs_surrogate for a in self.attacks)
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        out = json.loads(json.dumps(asdict(self)))
+        for stage in ("surrogate", "victim"):  # keys of configs made before `init` existed stay as they were
+            if out[stage].get("init") is None:
+                out[stage].pop("init", None)
+        return out
 
 
 def parse_config(raw: Any, source: str = "config") -> RunConfig:

@@ -42,9 +42,9 @@ from ..attacks import Trigger, load_trigger
 from ..data import DataSplits, ImageSet, load_dataset
 from ..errors import SibaError
 from ..metrics import evaluate_attack
-from ..models import check_model_file, create_model, load_model, weights_fingerprint
+from ..models import check_model_file, create_model, init_from, load_model, weights_fingerprint
 from ..poisoning import export_poisoned, poison_dataset, select_poison_indices
-from ..runtime import pick_device, read_json, resolve_precision, setup_threads, write_json
+from ..runtime import file_sha256, pick_device, read_json, resolve_precision, setup_threads, write_json
 from ..training import accuracy, predict, train
 from .config import ModelStage, RunConfig
 
@@ -148,6 +148,7 @@ class Pipeline:
         self.surrogate_digest: str | None = None
         self.trigger_digests: dict[str, str] = {}
         self.marks: dict[str, Trigger] = {}  # the triggers of the latest run(), by attack name
+        self._init_hashes: dict[str, str] = {}  # init weights file → its SHA-256
 
     # ------------------------------------------------------------------ checks
     def _stage(self, folder: Path, settings: dict[str, Any], label: str, done: Sequence[str] = ()) -> str:
@@ -184,7 +185,19 @@ class Pipeline:
 
     def _victim_settings(self, name: str, rate: float) -> dict[str, Any]:
         return {**self._data_key(), "trigger": self.trigger_digests[name], "rate": rate,
-                "victim": asdict(self.cfg.victim), "precision": self._precision(self.cfg.victim.train.precision)}
+                "victim": self._stage_key(self.cfg.victim),
+                "precision": self._precision(self.cfg.victim.train.precision)}
+
+    def _stage_key(self, stage: ModelStage) -> dict[str, Any]:
+        """A model stage's settings as its digest sees them: the weights it starts from by their content
+        (not their path), and no ``init`` at all when it has none (the digests of older runs stay)."""
+        key = asdict(stage)
+        init = key.pop("init", None)
+        if init is not None:
+            if init not in self._init_hashes:
+                self._init_hashes[init] = file_sha256(init)
+            key["init"] = {"sha256": self._init_hashes[init]}
+        return key
 
     def _trigger_settings(self, name: str) -> dict[str, Any]:
         attack = self.cfg.attack(name)
@@ -194,11 +207,11 @@ class Pipeline:
                 "precision": self._precision(precision) if attack.needs_surrogate and precision else None}
 
     def _clean_settings(self) -> dict[str, Any]:
-        return {**self._data_key(), "victim": asdict(self.cfg.victim),
+        return {**self._data_key(), "victim": self._stage_key(self.cfg.victim),
                 "precision": self._precision(self.cfg.victim.train.precision)}
 
     def _surrogate_settings(self) -> dict[str, Any]:
-        return {**self._data_key(), "surrogate": asdict(self.cfg.surrogate),
+        return {**self._data_key(), "surrogate": self._stage_key(self.cfg.surrogate),
                 "precision": self._precision(self.cfg.surrogate.train.precision)}
 
     def _precision(self, precision: str) -> str:
@@ -238,6 +251,16 @@ class Pipeline:
                 check_model_file(stage.path, stage.model, stage.model_args, data.num_classes)
             except SibaError as exc:
                 raise SibaError(f"{label}.path: {exc}") from None
+        for label, stage in [*stages, ("victim", cfg.victim)]:
+            if stage.init is None:
+                continue
+            if not Path(stage.init).is_file():
+                raise SibaError(f"{label}.init does not exist: {stage.init} (siba downloads no weights: name a "
+                                "file you have, e.g. torchvision's resnet18-f37072fd.pth)")
+            try:  # the weights must fit the model now, not after the data and the surrogate are done
+                init_from(create_model(stage.model, data.num_classes, **stage.model_args), stage.init)
+            except SibaError as exc:
+                raise SibaError(f"{label}.init: {exc}") from None
         marker = self.out / "config.json"
         if marker.is_file():
             if fresh:
@@ -263,6 +286,10 @@ class Pipeline:
             return load_model(out / "model.safetensors", self.device), read_json(out / "summary.json")
         torch.manual_seed(stage.train.seed)
         model = create_model(stage.model, self.data.num_classes, **stage.model_args)
+        if stage.init is not None:
+            loaded = init_from(model, stage.init)
+            self.log(f"[{label}] starting from {stage.init} ({loaded['loaded']} tensors; fresh: "
+                     f"{', '.join(loaded['fresh']) or 'none'})")
         self.log(f"[{label}] training {stage.model} on {len(train_set)} images for {stage.train.epochs} epochs")
         res = train(model, train_set, self.data.test, stage.train, out_dir=out, resume=True, device=self.device,
                     progress=self.progress, log=lambda s: self.log(f"[{label}] {s}"), epoch_callback=callback,

@@ -42,6 +42,7 @@ import torch.nn as nn
 
 from ..data.cifar import RestrictedUnpickler
 from ..errors import SibaError
+from ..models import read_state_dict
 from ..runtime import cache_dir, load_tensors, pick_device, save_tensors
 
 PathLike = Union[str, os.PathLike]
@@ -297,23 +298,6 @@ def _state_from_ckpt_source(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file or a torch ``.pth`` (``torch.load(weights_only=True)``, mapped to CPU)."""
-    if not path.is_file():
-        raise SibaError(f"LPIPS weights not found: {path} is not a file")
-    if path.suffix == ".safetensors":
-        return load_tensors(path)[0]
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses anything but tensors and containers
-        raise SibaError(f"refusing to load {path}: {_one_line(exc)}") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise SibaError(f"{path} is not a state dict (it holds a {type(obj).__name__})")
-    return obj
-
-
 def state_from_torch_files(alexnet: PathLike, linear: PathLike) -> dict[str, torch.Tensor]:
     """An :class:`LPIPS` state dict from a torchvision AlexNet state dict and lpips's ``alex.pth``.
 
@@ -322,10 +306,10 @@ def state_from_torch_files(alexnet: PathLike, linear: PathLike) -> dict[str, tor
     (keys ``lin0.model.1.weight`` … ``lin4.model.1.weight``), or the same with keys ``lins.k.weight``.
     """
     alexnet, linear = Path(alexnet), Path(linear)
-    state = {k: v for k, v in _read_state_file(alexnet).items() if k.startswith("features.")}
+    state = {k: v for k, v in read_state_dict(alexnet, "LPIPS weights").items() if k.startswith("features.")}
     if not state:
         raise SibaError(f"{alexnet} is not a torchvision AlexNet state dict (no features.* keys)")
-    lin = _read_state_file(linear)
+    lin = read_state_dict(linear, "LPIPS weights")
     for k in range(len(ALEX_CHANNELS)):
         for key in (f"lin{k}.model.1.weight", f"lins.{k}.weight"):
             if key in lin:

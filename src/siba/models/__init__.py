@@ -159,25 +159,40 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str = "c
     model.load_state_dict(state, strict=strict)
 
 
+def read_state_dict(path: str | os.PathLike, what: str = "weights file") -> dict[str, torch.Tensor]:
+    """The tensors of a torchvision ``.pth``/``.pt`` (``weights_only``: no code runs; a ``state_dict``
+    wrapped in a checkpoint mapping is unwrapped) or a safetensors file; one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SibaError(f"{what} not found: {path} is not a file")
+    if path.suffix == ".safetensors":
+        return load_tensors(path)[0]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SibaError(f"cannot read {path} as a weights-only checkpoint: {_first_line(exc)}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise SibaError(f"{path} holds no state_dict (a mapping of names to tensors)")
+    return state
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike, *, skip_classifier: bool = False) -> list[str]:
     """Load foreign weights (a torchvision ``.pth`` or a safetensors file) into ``model``.
 
     ``.pth``/``.pt`` files load with ``torch.load(weights_only=True)``: no code runs.
     Keys whose shape does not fit (the CIFAR stem, a classifier for another number of
     classes) are skipped and returned when ``skip_classifier`` is true, else an error.
+    See :func:`init_from` for the strict form that a training starts from.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SibaError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        state, _ = load_tensors(path)
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise SibaError(f"cannot read {path} as a weights-only checkpoint: {exc}") from None
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
+    state = read_state_dict(path)
     own = model.state_dict()
     skipped = [k for k, v in state.items() if k not in own or tuple(v.shape) != tuple(own[k].shape)]
     if skipped and not skip_classifier:
@@ -187,8 +202,33 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, skip_classifier: 
     return skipped
 
 
+def init_from(model: ImageClassifier, path: str | os.PathLike) -> dict[str, Any]:
+    """Start ``model`` from the weights in ``path`` (e.g. torchvision's ImageNet ResNet-18 or
+    VGG-16-BN file): every tensor of the model outside its final linear layer must be in the
+    file with the same shape, else a one-line error naming the first that is not; the final
+    layer is loaded when it fits (the same number of classes) and otherwise keeps its fresh
+    initialisation. Returns ``{"loaded": n, "fresh": [names kept fresh]}``."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head = next(name for name, m in model.named_modules() if m is model.classifier_layer())
+    in_head = lambda k: k.startswith(head + ".")  # noqa: E731
+    arch = getattr(model, "siba_spec", {}).get("arch", type(model).__name__)
+    for k, v in own.items():
+        if in_head(k):
+            continue
+        if k not in state:
+            raise SibaError(f"{path} does not fit this {arch}: it has no {k} (a file for another architecture?)")
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise SibaError(f"{path} does not fit this {arch}: {k} is {tuple(state[k].shape)} there, "
+                            f"{tuple(v.shape)} here (another width, stem or head?)")
+    fits = [k for k in own if k in state and tuple(state[k].shape) == tuple(own[k].shape)]
+    model.load_state_dict({k: state[k].to(own[k].dtype) for k in fits}, strict=False)
+    return {"loaded": len(fits), "fresh": [k for k in own if k not in fits]}
+
+
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "FastNet", "IMAGENET_MEAN", "IMAGENET_STD", "ImageClassifier", "MODELS",
-    "ResNet", "VGG", "create_model", "list_models", "load_model", "load_state", "load_weights", "model_spec",
-    "read_model_metadata", "register_model", "save_model", "check_model_file", "weights_fingerprint",
+    "ResNet", "VGG", "create_model", "init_from", "list_models", "load_model", "load_state", "load_weights",
+    "model_spec", "read_model_metadata", "read_state_dict", "register_model", "save_model", "check_model_file",
+    "weights_fingerprint",
 ]

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import SibaError
 from ..runtime import atomic_path, git_revision, machine_info, pick_device, read_json, write_json
 from .items import ITEMS, Context, PaperItem
-from .scales import SCALES, recipe_line
+from .scales import SCALES
 
 
 def check_request(names: Sequence[str], scale: str, seeds: int, executor: str,
@@ -48,18 +48,36 @@ def check_request(names: Sequence[str], scale: str, seeds: int, executor: str,
     return [ITEMS.lookup(n) for n in names]
 
 
+def parse_init(values: Sequence[str]) -> dict[str, str]:
+    """``--init MODEL=FILE`` values as a mapping (one-line errors for a bad form, an unknown or repeated model)."""
+    from ..models import MODELS
+
+    out: dict[str, str] = {}
+    for value in values:
+        arch, sep, path = value.partition("=")
+        if not sep or not arch or not path:
+            raise SibaError(f"--init must be MODEL=FILE, e.g. resnet18=resnet18-f37072fd.pth; got {value!r}")
+        if arch not in MODELS:
+            raise SibaError(f"--init {value}: unknown model {arch!r}; choose from {', '.join(sorted(MODELS))}")
+        if arch in out:
+            raise SibaError(f"--init names {arch} twice")
+        out[arch] = path
+    return out
+
+
 def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results/reproduce",
              runs_root: str | Path = "runs/reproduce", data: str | None = None, seeds: int = 1,
              executor: str = "serial", address: str | None = None, progress: bool | None = None,
              command: str | None = None, log: Callable[[str], None] = print,
-             reuse: Sequence[str | Path] = ()) -> Path:
+             reuse: Sequence[str | Path] = (), init: Mapping[str, str] | None = None) -> Path:
     """Run ``item`` at ``scale``; returns its results folder. Finished stages of the same content
-    key under ``runs_root`` (every item's runs) and the ``reuse`` folders are copied, not redone."""
+    key under ``runs_root`` (every item's runs) and the ``reuse`` folders are copied, not redone.
+    ``init`` (model name → weights file) starts every surrogate and victim of that model from the file."""
     from ..experiments.defend import defend_run
     from ..experiments.grid import copy_shared, run_grid
     from ..experiments.pipeline import Pipeline, StagePool
 
-    plan = item.plan(scale, data, list(range(seeds)))  # checks every config before any work
+    plan = item.plan(scale, data, list(range(seeds)), init)  # checks every config before any work
     pool_roots = [*([Path(runs_root)] if Path(runs_root).is_dir() else []), *map(Path, reuse)]
     pool = StagePool(pool_roots) if pool_roots else None
     runs_dir = Path(runs_root) / (item.runs_group or item.name) / scale  # a group's items share their runs
@@ -91,7 +109,7 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
     ctx = Context(item, scale, out, {r.name: runs_dir / r.name for r in plan.runs}, results, list(range(seeds)),
                   defense_dirs)
     body, data = item.write(ctx)
-    meta = {"item": item.name, "title": item.title, "scale": scale, "recipe": recipe_line(scale),
+    meta = {"item": item.name, "title": item.title, "scale": scale, "recipe": item.recipe(scale),
             "seeds": seeds, "command": command, "machine": machine_info(pick_device("auto")),
             "git_revision": git_revision(), "wall_s": wall, "runs": str(runs_dir),
             "stage_wall_s": _stage_walls(results), "paper": item.paper, "paper_note": item.paper_note}
