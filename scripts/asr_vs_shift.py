@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except SibaError as exc:
         print(f"asr_vs_shift: error: {exc}", file=sys.stderr)
         return 2
-    dest = Path(args.out) if args.out else run / "asr_vs_shift"
-    write_json(dest.with_suffix(".json"), out)
-    plot(out, dest.with_suffix(".png"))
-    print(f"wrote {dest.with_suffix('.json')} and {dest.with_suffix('.png')}")
+    dest = str(args.out) if args.out else str(run / "asr_vs_shift")  # the suffixes are added: OUT may hold a dot
+    write_json(Path(dest + ".json"), out)
+    plot(out, Path(dest + ".png"))
+    print(f"wrote {dest}.json and {dest}.png")
     return 0
 
 

@@ -204,10 +204,11 @@ def test_asr_vs_shift_measures_a_victim_at_every_offset(tmp_path, monkeypatch, c
     assert siba_main(["run", str(ROOT / "configs" / "smoke.yaml"), "--out", str(run), "--quiet", "--device", "cpu",
                       "--only", "badnets"]) == 0
     sh = _load("asr_vs_shift")
-    out = tmp_path / "shift"
+    out = tmp_path / "shift_r0.05"  # a dot in OUT is part of the name: OUT.json, not shift_r0.json
     assert sh.main([str(run), "--victim", "badnets-r0.05", "--max-shift", "1", "--out", str(out),
                     "--device", "cpu"]) == 0
-    res = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(p.name for p in tmp_path.glob("shift*")) == ["shift_r0.05.json", "shift_r0.05.png"]
+    res = json.loads((tmp_path / "shift_r0.05.json").read_text())
     grid = res["victims"]["badnets-r0.05"]
     assert res["test_images"] == 1000 and grid["offsets"] == [-1, 0, 1]
     assert len(grid["asr"]) == 3 and all(len(row) == 3 and all(0 <= v <= 1 for v in row) for row in grid["asr"])
@@ -215,7 +216,8 @@ def test_asr_vs_shift_measures_a_victim_at_every_offset(tmp_path, monkeypatch, c
     # at offset 0 the image is seen as the pipeline's evaluation saw it
     ev = json.loads((run / "victims" / "badnets-r0.05" / "eval.json").read_text())
     assert grid["asr"][1][1] == pytest.approx(ev["asr"], abs=0.01)
-    assert out.with_suffix(".png").stat().st_size > 0 and res["command"].startswith("python scripts/asr_vs_shift.py")
+    assert (tmp_path / "shift_r0.05.png").stat().st_size > 0
+    assert res["command"].startswith("python scripts/asr_vs_shift.py")
     capsys.readouterr()
     assert sh.main([str(run), "--victim", "siba-r0.05", "--out", str(tmp_path / "x")]) == 2
     assert sh.main([str(run), "--victim", "badnets-r0.05", "--test-fraction", "0", "--out", str(tmp_path / "x")]) == 2
