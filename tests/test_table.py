@@ -57,3 +57,24 @@ def test_quick_table_end_to_end(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     md = (out / "table" / "table.md").read_text()
     assert "LPIPS: AlexNet v0.1 at the images' own size (32×32)" in md
+
+
+def test_table_made_by_several_runs_says_so(tmp_path):
+    """Rows resumed from separate `--only` runs keep their own commands; the page says the rows came from
+    several runs (the last command alone would misstate how they were made)."""
+    from siba.report.table import write_table
+
+    row = {"ba": 0.9, "asr": 0.95, "asr_quantized": 0.95, "l0": 9.0, "linf": 1.0, "lpips": 0.001, "ssim": 0.99,
+           "psnr": 25.0, "rate": 0.01}
+    results = {"data": "d", "train_images": 10, "test_images": 5, "clean": {"test_acc": 0.9},
+               "command": "siba table c.yaml --only siba@0.01",
+               "results": [{**row, "attack": "badnets", "command": "siba table c.yaml --only badnets@0.01"},
+                           {**row, "attack": "siba", "command": "siba table c.yaml --only siba@0.01"}]}
+    rows = write_table(tmp_path / "a", results, {}, {}, None)
+    assert [r.get("command") for r in rows] == [None, "siba table c.yaml --only badnets@0.01",
+                                                "siba table c.yaml --only siba@0.01"]
+    assert "made by several runs of this config" in (tmp_path / "a" / "table.md").read_text()
+    one = {**results, "results": [{**r, "command": results["command"]} for r in results["results"]]}
+    write_table(tmp_path / "b", one, {}, {}, None)
+    md = (tmp_path / "b" / "table.md").read_text()
+    assert "several runs" not in md and md.rstrip().endswith("command: `siba table c.yaml --only siba@0.01`.")

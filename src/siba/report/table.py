@@ -136,7 +136,10 @@ def write_table(out_dir: str | os.PathLike, results: dict[str, Any], marks: dict
     size = next((r["lpips_image_size"] for r in rows if r.get("lpips_image_size")), None)
     extra = [f"\nLPIPS: AlexNet v0.1 at the images' own size ({size[0]}×{size[1]})." if size else "",
              f"Data: {results.get('data')}, {results.get('train_images')} training / {results.get('test_images')} "
-             f"test images; command: `{results.get('command')}`."]
+             f"test images; command: `{results.get('command')}`"
+             + ("; the rows were made by several runs of this config (each row's own command is in table.json)."
+                if len({r.get("command") for r in rows if r.get("command")} | {results.get("command")}) > 1
+                else ".")]
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(md + "\n" + "\n".join(e for e in extra if e) + "\n")
     with atomic_path(out / "table.csv") as tmp:
