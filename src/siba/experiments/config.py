@@ -32,7 +32,7 @@ import yaml
 from ..attacks import create_attack, parse_number
 from ..attacks.base import check_seed
 from ..data import BUILTIN
-from ..errors import SibaError
+from ..errors import SibaError, first_line
 from ..models import MODELS, create_model
 from ..poisoning import check_rate
 from ..training import TrainConfig
@@ -49,12 +49,6 @@ MAX_IMAGE_SIZE = 1024
 MAX_NAME = 100  # characters of a run or attack name, each of which names a folder
 ATTACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # a folder name, and `--only NAME@RATE` can split it
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an error's message (torch appends its C++ stack to some)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _key(k: Any) -> str:
@@ -152,9 +146,9 @@ class ModelStage:
                 with torch.device("meta"):
                     create_model(model, 10, **model_args)
             except SibaError as exc:  # torch's own message may carry its C++ stack: its first line says it
-                raise SibaError(f"{where}.model_args: {_first_line(exc)}") from None
+                raise SibaError(f"{where}.model_args: {first_line(exc)}") from None
             except (OverflowError, MemoryError) as exc:  # a width beyond what torch can index
-                raise SibaError(f"{where}.model_args: bad options for model {model!r}: {_first_line(exc)}") from None
+                raise SibaError(f"{where}.model_args: bad options for model {model!r}: {first_line(exc)}") from None
         train = d.get("train")
         train = {} if train is None else train
         if not isinstance(train, dict):

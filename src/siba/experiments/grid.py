@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import SibaError
+from ..errors import SibaError, first_line
 from ..runtime import cpu_count, write_json
 from .config import MAX_NAME, RunConfig
 from .pipeline import (MODEL_DONE, STAGE_FORMAT, TRIGGER_DONE, Pipeline, StagePool, _say, copy_stage,
@@ -207,7 +207,7 @@ def _run_ray(runs: Sequence[GridRun], root: Path, address: str | None, cpus_per_
                 ray.init(address=address)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = address or os.environ.get("RAY_ADDRESS") or "a new local instance"
-            raise SibaError(f"cannot start Ray ({where}): {_first_line(exc)}") from None
+            raise SibaError(f"cannot start Ray ({where}): {first_line(exc)}") from None
         started = True
     try:
         todo = []
@@ -291,8 +291,3 @@ def _train_victim(cfg: RunConfig, out: str, only: str, command: str | None) -> t
         return str(exc), lines
     lines.append(f"task wall time {time.perf_counter() - t0:.1f} s on {socket.gethostname()}")
     return None, lines
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import SibaError
+from ..errors import SibaError, first_line
 from ..registry import Registry
 from ..runtime import load_tensors, save_tensors
 from .base import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
@@ -54,8 +54,7 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> ImageClassi
     try:
         model = fn(num_classes, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a negative width
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SibaError(f"bad options for model {name!r} ({_jsonable(kwargs)}): {first}") from None
+        raise SibaError(f"bad options for model {name!r} ({_jsonable(kwargs)}): {first_line(exc)}") from None
     model.siba_spec = {"arch": name, "num_classes": num_classes, "kwargs": _jsonable(kwargs)}  # type: ignore[attr-defined]
     return model
 
@@ -170,18 +169,13 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights file") -> dict
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SibaError(f"cannot read {path} as a weights-only checkpoint: {_first_line(exc)}") from None
+        raise SibaError(f"cannot read {path} as a weights-only checkpoint: {first_line(exc)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise SibaError(f"{path} holds no state_dict (a mapping of names to tensors)")
     return state
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, *, skip_classifier: bool = False) -> list[str]:

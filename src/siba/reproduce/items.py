@@ -20,6 +20,7 @@ import torch
 from ..errors import SibaError
 from ..experiments.config import parse_config
 from ..experiments.grid import GridRun
+from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..registry import Registry
 from ..runtime import read_json
 from .scales import SCALES, attack_settings, base_config, recipe_line
@@ -253,7 +254,7 @@ def label_of(name: str) -> str:
 # a 128-pixel image becomes 32×32 features, as in the paper's model) trains from scratch.
 FACE_MODELS = {"quick": {"model": "resnet18", "model_args": {"width": 16, "stem": "imagenet"}},
                "cpu": {"model": "resnet18", "model_args": {"width": 32, "stem": "imagenet"}}}
-_IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # torchvision's
+_IMAGENET_NORM = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}  # what ImageNet weights expect
 _FACE_PAPER_TRAIN = {"epochs": 30, "lr": 0.01, "schedule": "step", "milestones": [15, 20], "eval_every": 5}
 
 
