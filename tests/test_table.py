@@ -47,6 +47,8 @@ def test_quick_table_end_to_end(tmp_path, capsys):
         assert 0 <= row["ba"] <= 1 and 0 <= row["asr"] <= 1
         assert row["paper"]["ba"] == PAPER_TABLES["table1-resnet18"][row["kind"]]["ba"] / 100
     assert rows[0]["ba"] == json.loads((out / "results.json").read_text())["clean"]["test_acc"]
+    made_by = json.loads((out / "results.json").read_text())["command"]
+    assert made_by.startswith("siba table") and all(r["command"] == made_by for r in rows)  # the clean row's too
     by = {r["attack"]: r for r in rows}
     assert by["badnets"]["l0"] < 9.01 and by["badnets"]["linf"] == 1.0
     assert abs(by["blended"]["linf"] - 0.2) < 0.02 and by["siba"]["l0"] <= 100

@@ -294,7 +294,9 @@ class Pipeline:
         res = train(model, train_set, self.data.test, stage.train, out_dir=out, resume=True, device=self.device,
                     progress=self.progress, log=lambda s: self.log(f"[{label}] {s}"), epoch_callback=callback,
                     eval_train_set=train_set)
-        return res.model, res.summary
+        summary = {**res.summary, "command": self.command}  # what trained it (a table's clean row names it)
+        write_json(out / "summary.json", summary)
+        return res.model, summary
 
     def _surrogate_is_clean(self) -> bool:
         """Whether the trained surrogate is itself a clean victim (same model, recipe and data)."""
@@ -518,7 +520,7 @@ def _digest(settings: dict[str, Any]) -> str:
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
-    keys = ("test_acc", "train_acc_clean", "train_acc", "wall_s", "epochs", "path", "precision", "device")
+    keys = ("test_acc", "train_acc_clean", "train_acc", "wall_s", "epochs", "path", "precision", "device", "command")
     return {k: summary[k] for k in keys if k in summary}
 
 

@@ -41,7 +41,8 @@ def table_rows(results: dict[str, Any], kinds: dict[str, str],
     clean = results.get("clean") or {}
     if clean.get("test_acc") is not None:
         rows.append({"attack": "clean", "kind": "clean", "rate": 0.0, "ba": clean["test_acc"],
-                     **{k: None for k in COLUMNS if k != "ba"}, "paper": paper_row("clean")})
+                     **{k: None for k in COLUMNS if k != "ba"}, "paper": paper_row("clean"),
+                     "command": clean.get("command")})
     for r in results.get("results", []):
         kind = kinds.get(r["attack"], r["attack"])
         rows.append({"attack": r["attack"], "kind": kind, "rate": r["rate"], **{k: r.get(k) for k in COLUMNS},
