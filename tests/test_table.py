@@ -42,8 +42,9 @@ def test_quick_table_end_to_end(tmp_path, capsys):
     assert [r["attack"] for r in rows] == ["clean", *raw["attacks"]]
     results = {r["attack"]: r for r in json.loads((out / "results.json").read_text())["results"]}
     for row in rows[1:]:
-        for key in ("ba", "asr", "l0", "linf", "lpips", "ssim", "psnr"):
+        for key in ("ba", "asr", "l0", "linf", "linf_mean", "lpips", "ssim", "psnr"):
             assert row[key] == results[row["attack"]][key], (row["attack"], key)
+        assert 0 < row["linf_mean"] <= row["linf"] + 1e-9
         assert 0 <= row["ba"] <= 1 and 0 <= row["asr"] <= 1
         assert row["paper"]["ba"] == PAPER_TABLES["table1-resnet18"][row["kind"]]["ba"] / 100
     assert rows[0]["ba"] == json.loads((out / "results.json").read_text())["clean"]["test_acc"]
@@ -53,6 +54,9 @@ def test_quick_table_end_to_end(tmp_path, capsys):
     assert by["badnets"]["l0"] < 9.01 and by["badnets"]["linf"] == 1.0
     assert abs(by["blended"]["linf"] - 0.2) < 0.02 and by["siba"]["l0"] <= 100
     assert by["siba"]["linf"] <= 8 / 255 + 1e-6
+    # the paper's L∞ is each image's largest change averaged over images: the checkerboard's black and
+    # white squares always leave some pixel at least half the range away, rarely all the way
+    assert 0.5 <= by["badnets"]["linf_mean"] < 1.0
     with (out / "table" / "table.csv").open() as fh:
         assert [r["attack"] for r in csv.DictReader(fh)] == [r["attack"] for r in rows]
     png = (out / "table" / "figure2.png").read_bytes()
@@ -80,3 +84,29 @@ def test_table_made_by_several_runs_says_so(tmp_path):
     write_table(tmp_path / "b", one, {}, {}, None)
     md = (tmp_path / "b" / "table.md").read_text()
     assert "several runs" not in md and md.rstrip().endswith("command: `siba table c.yaml --only siba@0.01`.")
+
+
+def test_mean_linf_is_the_per_image_maximum_averaged(tmp_path):
+    """``linf_mean`` (the paper's L∞) by an independent computation, and a row evaluated before it
+    existed gets it from its trigger when the table is written."""
+    import torch
+
+    from siba.attacks import create_attack
+    from siba.data.dataset import ImageSet
+    from siba.metrics import evaluate_attack, mean_linf
+    from siba.report.table import write_table
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=g)
+    test = ImageSet(images, torch.randint(0, 4, (64,), generator=g), [str(i) for i in range(4)])
+    mark = create_attack("badnets").generate(test)
+    x = images.float() / 255
+    per_image = [float((mark.apply(x[i:i + 1]) - x[i:i + 1]).abs().max()) for i in range(len(x))]
+    expected = sum(per_image) / len(per_image)
+    ev = evaluate_attack(None, test, mark)
+    assert abs(ev["linf_mean"] - expected) < 1e-6 and ev["linf"] == max(per_image)
+    assert abs(mean_linf(images, mark, batch_size=10) - expected) < 1e-6
+    old = {"attack": "badnets", "rate": 0.01, "ba": 0.9, "asr": 0.9, "linf": 1.0}  # no linf_mean
+    rows = write_table(tmp_path, {"results": [old]}, {"badnets": mark}, {}, None, test_images=images)
+    assert abs(rows[0]["linf_mean"] - expected) < 1e-6
+    assert f"| {expected:.3f} |" in (tmp_path / "table.md").read_text()

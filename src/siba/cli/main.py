@@ -333,7 +333,7 @@ def cmd_table(args: argparse.Namespace, command: str) -> int:
     kinds = {name: cfg.attack(name).name for name in cfg.attacks}
     name = f"Table {'I' if key.startswith('table1') else 'II'}: {PAPER_SETTINGS[key]}"
     write_report(out, cfg, results, pipe.marks)
-    rows = write_table(out / "table", results, pipe.marks, kinds, image, PAPER_TABLES[key], name)
+    rows = write_table(out / "table", results, pipe.marks, kinds, image, PAPER_TABLES[key], name, test.images)
     print(markdown_table(rows, name))
     print(f"\ntable: {out / 'table' / 'table.md'}")
     return 0

@@ -308,7 +308,7 @@ def _table_write(ctx: Context) -> tuple[str, dict[str, Any]]:
         kinds_ = {a: (s or {}).get("attack", a) for a, s in cfg["attacks"].items()}
         out = ctx.out if len(ctx.results) == 1 else ctx.out / name
         rows = write_table(out, res, marks, kinds_, test.images[int(shown[0])] if len(shown) else None,
-                           PAPER_TABLES[key], title)
+                           PAPER_TABLES[key], title, test.images)
         body += [f"## {name}" if len(ctx.results) > 1 else "", markdown_table(rows, title), "",
                  f"![Figure 2: one test image poisoned by every attack]({'' if out == ctx.out else name + '/'}"
                  "figure2.png)", ""]
