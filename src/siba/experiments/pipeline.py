@@ -293,10 +293,8 @@ class Pipeline:
         self.log(f"[{label}] training {stage.model} on {len(train_set)} images for {stage.train.epochs} epochs")
         res = train(model, train_set, self.data.test, stage.train, out_dir=out, resume=True, device=self.device,
                     progress=self.progress, log=lambda s: self.log(f"[{label}] {s}"), epoch_callback=callback,
-                    eval_train_set=train_set)
-        summary = {**res.summary, "command": self.command}  # what trained it (a table's clean row names it)
-        write_json(out / "summary.json", summary)
-        return res.model, summary
+                    eval_train_set=train_set, summary_extra={"command": self.command})  # a table's clean row names it
+        return res.model, res.summary
 
     def _surrogate_is_clean(self) -> bool:
         """Whether the trained surrogate is itself a clean victim (same model, recipe and data)."""

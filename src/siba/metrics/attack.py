@@ -151,6 +151,7 @@ def mean_linf(images: torch.Tensor, mark: Trigger, *, batch_size: int = 1000) ->
         total += float(linf(x, mark.apply(x)).sum())
     return total / max(len(images), 1)
 
+
 def _lpips_model(image_shape: tuple[int, ...], device: torch.device):
     """The LPIPS model for these images, or ``(None, why not)``."""
     from ..errors import SibaError

@@ -411,6 +411,7 @@ def train(
     eval_train_set: ImageSet | None = None,
     loss_hook: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
     loss_hook_id: str | None = None,
+    summary_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_set``; evaluate on ``test_set`` as the config says.
 
@@ -419,6 +420,7 @@ def train(
     ``summary.json``. ``epoch_callback(model, epoch)`` may return extra metrics for the
     epoch's row (an attack's ASR, say). ``eval_train_set`` is evaluated (without
     augmentation) at the end to report how well the model fits its training data.
+    ``summary_extra`` is added to the summary as it is (the command that trained the model, say).
 
     ``resume=True`` continues from the checkpoint in ``out_dir`` (or starts afresh when there
     is none) and ends where an uninterrupted run ends. The checkpoint records the settings
@@ -565,6 +567,7 @@ def train(
             accuracy(model, test_set, precision=cfg.precision, tta=cfg.tta)
     if eval_train_set is not None:
         summary["train_acc_clean"] = accuracy(model, eval_train_set, precision=cfg.precision)
+    summary.update(summary_extra or {})  # e.g. the command that trained it
     if out is not None:
         save_model(model, out / "model.safetensors", classes=train_set.classes,
                    image_shape=list(train_set.image_shape), test_acc=summary.get("test_acc"))
