@@ -20,6 +20,7 @@ def run_dir(tmp_path_factory):
     raw["attacks"] = {"badnets": {"size": 6}}
     raw["rates"] = [0.1]
     raw["victim"]["train"].update(epochs=3, crop_pad=0)
+    raw["train_fraction"] = 0.6  # defend must rebuild the poisoned set from the same subset the run drew
     base = tmp_path_factory.mktemp("defend")
     cfg = base / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(raw))
@@ -89,7 +90,8 @@ def test_the_summary_keeps_each_kinds_headline_numbers(tmp_path):
            "metrics": {"flagged": None, "scores": {"mass_share_poisoned": 0.025, "mass_share_clean": 0.002,
                                                    "share_ratio": 11.1}}}
     abl = {"defense": "abl", "kind": "training", "wall_s": 900.0,
-           "metrics": {"ba_after": 0.8, "asr_after": 0.05, "isolation_precision": 0.9, "isolation_recall": 0.2}}
+           "metrics": {"ba_before": 0.85, "asr_before": 0.97, "ba_after": 0.8, "asr_after": 0.05,
+                       "isolation_precision": 0.9, "isolation_recall": 0.2}}
     write_json(tmp_path / "neural-cleanse" / "badnets-r0.01" / "result.json", nc)
     write_json(tmp_path / "grad-cam" / "badnets-r0.01" / "result.json", cam)
     write_json(tmp_path / "abl" / "siba-r0.01" / "result.json", abl)
@@ -98,5 +100,6 @@ def test_the_summary_keeps_each_kinds_headline_numbers(tmp_path):
     assert rows["neural-cleanse"]["flagged"] == [0] and rows["neural-cleanse"]["target_flagged"] is True
     assert rows["grad-cam"]["trigger_share"] == 0.025 and rows["grad-cam"]["clean_share"] == 0.002
     assert rows["abl"]["asr_after"] == 0.05 and rows["abl"]["victim"] == "siba-r0.01"
+    assert rows["abl"]["asr_before"] == 0.97  # the victim trained without ABL, beside the one trained with it
     md = (tmp_path / "summary.md").read_text()
     assert "| badnets-r0.01 | neural-cleanse |" in md and "anomaly_index" in md and "2.810" in md

@@ -178,5 +178,14 @@ def test_two_quick_items_end_to_end(tiny_quick, tmp_path, monkeypatch):
     fig12 = tmp_path / "results/reproduce/figure12/quick"
     assert (fig12 / "item.md").is_file() and list(fig12.glob("*.png"))
     assert not list((tmp_path / "runs/reproduce/figure12/quick").glob("*/victims"))
+    first = read_json(tmp_path / "results/reproduce/all-to-all/quick/data.json")
     # run again: every stage and defense result is reused, the page rewritten
     assert main(["reproduce", "all-to-all", "--quiet"]) == 0
+    page = (tmp_path / "results/reproduce/all-to-all/quick/item.md").read_text()
+    assert "## Against the paper" in page and "BadNets'" in page
+    again = read_json(tmp_path / "results/reproduce/all-to-all/quick/data.json")
+    # the compute of the stages it used does not shrink when the item is resumed (the wall time does):
+    # a surrogate, two triggers and two victims, each timed once
+    assert again["compute_s"] == first["compute_s"] > 0
+    assert again["wall_s"] < first["wall_s"]
+    assert first["versus"]["agrees"] in (True, False) and first["versus"]["text"] in page

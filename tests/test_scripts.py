@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,21 @@ def test_make_rot20_builds_twice_the_classes_from_disjoint_images_rotated_exactl
     assert "not an empty folder" in capsys.readouterr().err
     assert mk.main(["cifar10-mini", str(tmp_path / "big")]) == 2  # the mini set has 500 a class, 800 needed
     assert not (tmp_path / "big").exists() and not (tmp_path / ".big.partial").exists()
+
+
+def test_nc_mask_on_trigger_reports_the_share_on_the_trigger_and_its_mirror(tmp_path, capsys):
+    from siba.attacks import BlendTrigger
+
+    nc_mask_on_trigger = _load("nc_mask_on_trigger")
+    alpha = torch.zeros(3, 8, 8)
+    alpha[:, 0:2, 6:8] = 1.0  # the attack's 2×2 patch, top right
+    BlendTrigger(torch.ones(3, 8, 8), alpha, num_classes=10, target=0).save(tmp_path / "trigger")
+    mask = torch.zeros(3, 8, 8)
+    mask[:, 0, 0] = 0.5  # on the patch's mirror image
+    mask[:, 5, 5] = 0.5  # elsewhere
+    BlendTrigger(torch.zeros(3, 8, 8), mask, num_classes=10, target=0).save(tmp_path / "class-0")
+    assert nc_mask_on_trigger.main([str(tmp_path / "class-0.safetensors"), str(tmp_path / "trigger.safetensors")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["target_mask_on_trigger"] == 0.5 and out["trigger_region_share"] == 0.125 and out["mask_l1"] == 1.0
+    assert nc_mask_on_trigger.main([str(tmp_path / "nope.safetensors"), str(tmp_path / "trigger.safetensors")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

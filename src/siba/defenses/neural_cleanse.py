@@ -31,6 +31,13 @@ flagged when its norm lies **below** the median with an index above 2
 (:func:`siba.defenses.metrics.mad_anomaly_index`). The result lists every class's norm and
 index, the flagged classes, and (when the trigger is known) whether its target is flagged.
 
+When the trigger is known and has pixels (``trigger_region``), ``scores.target_mask_on_trigger`` is the
+share of the target class's reversed mask ``m`` that lies on the trigger's pixels or their mirror image
+(``Σ_region m / Σ m``; a victim trained with horizontal flips met the trigger in both places), beside
+``scores.trigger_region_share`` (that region's share of the image: what a mask spread evenly would
+get): near 1, Neural Cleanse found the trigger where it is; near the region's share, it found another
+small way into the target class (a flag then says the class is reachable, not where the trigger lies).
+
 The reversed triggers are returned as :class:`~siba.attacks.BlendTrigger`\\ s (pattern ``p``,
 opacity ``α = m``, target ``c``), which apply ``(1 − m)·x + m·p`` exactly as optimised, and are
 saved as ``<out_dir>/reversed/class-<c>.safetensors`` (``Trigger.load`` reads them back). Figures:
@@ -51,7 +58,7 @@ from torch import nn
 from ..attacks import BlendTrigger
 from ..errors import SibaError
 from .base import (DefenseInput, InspectionDefense, check_bool, check_float, check_int, frozen, progress_bar,
-                   register_defense, unfreeze)
+                   register_defense, trigger_region, unfreeze)
 from .figures import class_bars, image_grid
 from .metrics import flagged_by_anomaly, mad_anomaly_index
 
@@ -222,6 +229,11 @@ class NeuralCleanse(InspectionDefense):
         scores = {"l1_norms": norms, "anomaly_indices": idx, "median_l1": median, "mad": mad,
                   "max_anomaly_index_below_median": max((idx[i] for i in below), default=0.0),
                   "classes": classes}
+        target = getattr(inputs.trigger, "target", None)
+        region = trigger_region(inputs.trigger) if inputs.trigger is not None else None
+        if region is not None and isinstance(target, int) and target in found:
+            scores["target_mask_on_trigger"], scores["trigger_region_share"] = mask_on_trigger(found[target]["mask"],
+                                                                                              region)
         metrics = self.inspection_metrics(scores, flagged, inputs)
         figs = [class_bars(out / "neural-cleanse.png", norms, idx, flagged, classes=[names[c] for c in classes],
                            threshold=self.anomaly_threshold,
@@ -239,6 +251,18 @@ class NeuralCleanse(InspectionDefense):
         labels = [f"{'*' if c in flagged else ''}{names[c] if c < len(names) else c}" for c in classes]
         return image_grid(path, [masks, patterns, masks * patterns], row_labels=["mask", "pattern", "mask·pattern"],
                           col_labels=labels, title="reversed triggers (* flagged)")
+
+
+def mask_on_trigger(mask: torch.Tensor, region: torch.Tensor) -> tuple[float, float]:
+    """``(share, region_share)``: the share of a reversed mask's mass (H×W, or C×H×W reduced over channels
+    by the maximum) on the trigger's pixels ``region`` (H×W bool) or their horizontal mirror, and that
+    region's share of the image."""
+    both = region.cpu() | region.cpu().flip(-1)
+    m = mask.detach().float().cpu()
+    m = m.amax(0) if m.dim() == 3 else m
+    total = float(m.sum())
+    share = float((m * both.to(m.dtype)).sum()) / total if total > 0 else 0.0
+    return share, float(both.float().mean())
 
 
 def _squash(theta: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,7 @@ def run_inputs(run: str | Path, victims: Sequence[str] | None = None, *, data: s
                val_size: int = 1000, device: Any = "auto") -> list[tuple[str, Any]]:
     """``(victim folder, DefenseInput)`` for each finished victim of ``run`` (checked, one-line errors)."""
     from ..attacks import load_trigger
-    from ..data import load_dataset
+    from ..data import DataSplits, load_dataset
     from ..defenses import DefenseInput
     from ..models import load_model
     from ..poisoning import poison_dataset
@@ -72,6 +72,9 @@ def run_inputs(run: str | Path, victims: Sequence[str] | None = None, *, data: s
     device = pick_device(device) if isinstance(device, str) else device
     dataset = load_dataset(data or cfg["data"], cfg.get("image_size"))
     seed = int(cfg.get("seed", 0))
+    fraction = float(cfg.get("train_fraction", 1))
+    if fraction < 1:  # the run trained on this subset of the training set (as the pipeline draws it)
+        dataset = DataSplits(dataset.train.fraction(fraction, seed), dataset.test, dataset.name)
     jobs = []
     for folder, attack, rate in chosen:
         vdir = run / "victims" / folder

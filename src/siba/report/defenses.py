@@ -13,7 +13,7 @@ from ..runtime import atomic_path, read_json, write_json
 SUMMARY_KEYS = {
     "detection": ("auroc", "tpr", "fpr", "asr_before", "asr_left"),
     "repair": ("ba_before", "asr_before", "ba_after", "asr_after"),
-    "training": ("ba_after", "asr_after", "isolation_precision", "isolation_recall"),
+    "training": ("ba_before", "asr_before", "ba_after", "asr_after", "isolation_precision", "isolation_recall"),
     "inspection": ("anomaly_index", "flagged", "target_flagged", "trigger_share", "clean_share"),
 }
 
@@ -30,6 +30,9 @@ def summary_row(victim: str, result: dict[str, Any]) -> dict[str, Any]:
     scores = metrics.get("scores") if isinstance(metrics.get("scores"), dict) else {}
     if "anomaly_indices" in scores:  # Neural Cleanse: the detection statistic, and the attack's target's index
         row["anomaly_index"] = scores.get("max_anomaly_index_below_median")
+        if "target_mask_on_trigger" in scores:  # where the target's reversed mask lies: on the trigger or not
+            row["target_mask_on_trigger"] = scores["target_mask_on_trigger"]
+            row["trigger_region_share"] = scores.get("trigger_region_share")
         target = metrics.get("target")
         if isinstance(target, int) and 0 <= target < len(scores["anomaly_indices"]):
             row["target_anomaly_index"] = scores["anomaly_indices"][target]

@@ -8,7 +8,8 @@ recomputed (the Table I SIBA victim is Figure 3's target 0, Figure 5's ``k`` = 1
 ``ε`` = 8/255 and Table V's 100%); a defense item then runs its defense against every
 victim (``siba.experiments.defend``, as ``siba defend`` does); the item's writer makes its
 table or figure. Every item folder holds ``item.md`` (the page: our numbers, the paper's where
-our copy of it kept them, the recipe, the command, the machine, the git revision, the wall time),
+our copy of it kept them, ours against the paper's claim (``versus``), the recipe, the command, the
+machine, the git revision, the wall time and the compute of every stage it used),
 ``data.json`` (the same, as data) and its figures.
 """
 
@@ -109,15 +110,40 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
     ctx = Context(item, scale, out, {r.name: runs_dir / r.name for r in plan.runs}, results, list(range(seeds)),
                   defense_dirs)
     body, data = item.write(ctx)
+    versus, agrees = item.versus.render(data, scale) if item.versus else ("", None)
     meta = {"item": item.name, "title": item.title, "scale": scale, "recipe": item.recipe(scale),
             "seeds": seeds, "command": command, "machine": machine_info(pick_device("auto")),
-            "git_revision": git_revision(), "wall_s": wall, "runs": str(runs_dir),
-            "stage_wall_s": _stage_walls(results), "paper": item.paper, "paper_note": item.paper_note}
+            "git_revision": git_revision(), "wall_s": wall,
+            "compute_s": compute_seconds([*ctx.run_dirs.values()], [*defense_dirs.values()]),
+            "runs": str(runs_dir), "stage_wall_s": _stage_walls(results), "paper": item.paper,
+            "paper_note": item.paper_note, "versus": {"text": versus, "agrees": agrees} if versus else None}
     write_json(out / "data.json", {**meta, "data": data})
     with atomic_path(out / "item.md") as tmp:
         tmp.write_text(_page(item, meta, body))
     log(f"[reproduce] {item.name} ({scale}): {out / 'item.md'}")
     return out
+
+
+def compute_seconds(run_dirs: Sequence[Path], defense_dirs: Sequence[Path] = ()) -> float:
+    """The seconds every stage an item used took when it ran (surrogates, triggers, victims, defenses), each
+    stage counted once (a stage shared or copied between runs has one digest), whichever run did it: unlike
+    the wall time of one invocation, this does not shrink when the item is resumed."""
+    seen: dict[str, float] = {}
+    for run in run_dirs:
+        for stage in sorted(Path(run).rglob("stage.json")):
+            digest = (read_json(stage) or {}).get("digest") or str(stage.parent)
+            for name in ("summary.json", "timing.json"):
+                if (stage.parent / name).is_file():
+                    wall = (read_json(stage.parent / name) or {}).get("wall_s")
+                    if isinstance(wall, (int, float)):
+                        seen[digest] = float(wall)
+                    break
+    total = sum(seen.values())
+    for root in defense_dirs:
+        for res in sorted(Path(root).glob("*/result.json")):
+            wall = (read_json(res) or {}).get("wall_s")
+            total += float(wall) if isinstance(wall, (int, float)) else 0.0
+    return round(total, 1)
 
 
 def _stage_walls(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -137,13 +163,16 @@ def _page(item: PaperItem, meta: dict[str, Any], body: str) -> str:
     if meta["seeds"] > 1:
         lines += [f"Seeds: {meta['seeds']} (mean ± std over seeds).", ""]
     lines += [body, ""]
+    if meta.get("versus"):
+        lines += ["## Against the paper", "", meta["versus"]["text"], ""]
     if item.paper:
         lines += [f"The paper's numbers: {item.paper}.", ""]
     if item.paper_note:
         lines += [item.paper_note, ""]
     lines += [f"Command: `{meta['command']}`  ", f"Machine: {machine}  ",
               f"Git revision: {meta['git_revision']}  ", f"Wall time: {meta['wall_s']:.0f} s "
-              "(work already done by an earlier, resumed run is not counted)", ""]
+              "(work already done by an earlier, resumed run is not counted)  ",
+              f"Compute: {meta['compute_s']:.0f} s (every stage it used, timed when it ran, each once)", ""]
     return "\n".join(lines)
 
 
