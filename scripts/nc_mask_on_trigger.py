@@ -24,22 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from siba.attacks import load_trigger
-    from siba.defenses.base import trigger_region
-    from siba.defenses.neural_cleanse import mask_on_trigger
+    from siba.defenses.neural_cleanse import saved_mask_on_trigger
     from siba.errors import SibaError
 
     try:
-        rev = load_trigger(args.reversed)
-        region = trigger_region(load_trigger(args.trigger))
-        if region is None:
-            raise SibaError(f"{args.trigger}: the trigger has no pixels (a warp): nothing to compare")
-        alpha = getattr(rev, "alpha", None)
+        alpha = getattr(load_trigger(args.reversed), "alpha", None)
         if alpha is None:
             raise SibaError(f"{args.reversed}: not a reversed Neural Cleanse trigger (no mask)")
+        found = saved_mask_on_trigger(args.reversed, args.trigger)
+        if found is None:
+            raise SibaError(f"{args.trigger}: the trigger has no pixels (a warp): nothing to compare")
     except SibaError as exc:
         print(f"nc_mask_on_trigger: error: {exc}", file=sys.stderr)
         return 2
-    share, region_share = mask_on_trigger(alpha, region)
+    share, region_share = found
     print(json.dumps({"reversed": args.reversed, "trigger": args.trigger, "mask_l1": float(alpha.amax(0).sum()),
                       "target_mask_on_trigger": round(share, 4), "trigger_region_share": round(region_share, 4)}))
     return 0

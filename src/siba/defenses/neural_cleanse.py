@@ -265,6 +265,15 @@ def mask_on_trigger(mask: torch.Tensor, region: torch.Tensor) -> tuple[float, fl
     return share, float(both.float().mean())
 
 
+def saved_mask_on_trigger(reversed_file: str | Path, trigger_file: str | Path) -> tuple[float, float] | None:
+    """:func:`mask_on_trigger` of a saved reversed trigger (``reversed/class-<c>.safetensors``) against a saved
+    attack trigger; None when the trigger has no pixels (a warp)."""
+    from ..attacks import load_trigger
+
+    region = trigger_region(load_trigger(trigger_file))
+    return None if region is None else mask_on_trigger(load_trigger(reversed_file).alpha, region)
+
+
 def _squash(theta: torch.Tensor) -> torch.Tensor:
     return (torch.tanh(theta) + 1) / 2
 

@@ -478,9 +478,7 @@ class Figure7:
     @staticmethod
     def fill(ctx: Context, run: str, row: dict[str, Any], folder: Path) -> None:
         """Where the target's reversed mask lies, for results written before Neural Cleanse measured it."""
-        from ..attacks import load_trigger
-        from ..defenses.base import trigger_region
-        from ..defenses.neural_cleanse import mask_on_trigger
+        from ..defenses.neural_cleanse import saved_mask_on_trigger
 
         if "target_mask_on_trigger" in row:
             return
@@ -488,12 +486,10 @@ class Figure7:
         mark_file = ctx.run_dirs[run] / "triggers" / attack / "trigger.safetensors"
         target = read_json(folder / "result.json").get("metrics", {}).get("target")
         reversed_file = folder / "reversed" / f"class-{target}.safetensors"
-        if not (mark_file.is_file() and reversed_file.is_file()):
-            return
-        region = trigger_region(load_trigger(mark_file))
-        if region is not None:
-            row["target_mask_on_trigger"], row["trigger_region_share"] = mask_on_trigger(
-                load_trigger(reversed_file).alpha, region)
+        found = saved_mask_on_trigger(reversed_file, mark_file) \
+            if mark_file.is_file() and reversed_file.is_file() else None
+        if found is not None:
+            row["target_mask_on_trigger"], row["trigger_region_share"] = found
 
     write = staticmethod(_defense_writer([("anomaly_index", "anomaly index", num), ("flagged", "flagged", _flag),
                                           ("target_flagged", "target flagged", _flag),
@@ -501,7 +497,7 @@ class Figure7:
                                           ("trigger_region_share", "trigger's share of the image (%)", pct)],
                                          "The trigger's pixels include their mirror image (the victims train "
                                          "with horizontal flips).",
-                                         fill=lambda ctx, run, row, folder: Figure7.fill(ctx, run, row, folder)))
+                                         fill=fill))
 
 
 @register("figure9", "Figure 9: Fine-Pruning, BA and ASR against the pruned channels", "figure", "§IV-D",
