@@ -149,6 +149,20 @@ def tiny_quick(monkeypatch):
 
 
 @pytest.mark.slow
+def test_figure13_draws_its_grid_of_pairs_with_a_gap_for_a_missing_pair(tmp_path):
+    from PIL import Image
+
+    from siba.reproduce.items import _Figure13
+
+    archs = _Figure13.ARCHS
+    cells = {(s, v): [0.9 if s == v else 0.5] for s in archs for v in archs if (s, v) != (archs[0], archs[-1])}
+    _Figure13._heatmap(cells, tmp_path / "figure13.png")
+    with Image.open(tmp_path / "figure13.png") as im:
+        assert im.format == "PNG" and im.width > 200 and im.height > 200
+        colours = len(set(im.convert("RGB").getdata()))
+    assert colours > 20  # cells, text and colour bar, not a blank canvas
+
+
 def test_two_quick_items_end_to_end(tiny_quick, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce", "all-to-all", "table4", "--quiet"]) == 0

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from siba.reproduce import ITEMS
+from siba.reproduce import ITEMS, rejudge
 from siba.reproduce import versus as vs
 from siba.reproduce.runner import compute_seconds
-from siba.runtime import write_json
+from siba.errors import SibaError
+from siba.runtime import read_json, write_json
 
 
 def test_every_item_with_a_claim_has_a_check():
@@ -66,6 +67,8 @@ def test_sweep_check_wants_siba_first_to_90_and_never_below_the_baselines():
 
 def test_targets_settings_transfer_and_amplified_checks():
     assert vs.TARGETS.check({"asr": {"SIBA": {"0": [0.95], "3": [0.91]}}})[0] is True
+    assert vs.TARGETS.check({"asr": {"SIBA": {"0": [0.85], "3": [0.8]}}})[0] is True  # 80%: a scale's level
+    assert vs.TARGETS.check({"asr": {"SIBA": {"0": [0.85], "3": [0.79]}}})[0] is False
     agrees, ours = vs.TARGETS.check({"asr": {"SIBA": {"0": [0.95], "3": [0.5]}}})
     assert agrees is False and "target 3." in ours
     assert vs.SETTINGS.check({"alpha": {"asr": {"SIBA": {"1": [0.9], "2": [0.95]}}}})[0] is True
@@ -102,3 +105,38 @@ def test_a_defense_that_misses_the_positive_control_says_nothing_about_siba():
     assert vs.STRIP.check({"rows": strip})[0] is False  # the entropies separate: not the paper's mixed ones
     strip[0]["auroc"] = 0.6
     assert vs.STRIP.check({"rows": strip})[0] is None
+
+
+def test_rejudge_rewrites_a_committed_verdict_from_its_data_alone(tmp_path):
+    item = ITEMS.lookup("figure3")
+    data = {"asr": {"SIBA": {"0": [0.85], "5": [0.2]}}}
+    stale = "The paper: x\n\nOurs: y\n\n**Same shape as the paper.**"
+    out = tmp_path / "figure3" / "quick"
+    write_json(out / "data.json", {"item": "figure3", "versus": {"text": stale, "agrees": True}, "data": data})
+    (out / "item.md").write_text(f"# Figure 3\n\nbody\n\n## Against the paper\n\n{stale}\n\nCommand: `c`\n")
+    assert rejudge(item, "quick", tmp_path) is True
+    page = (out / "item.md").read_text()
+    assert "below 80% for target 5." in page and "body" in page and page.endswith("Command: `c`\n")
+    assert stale not in page
+    assert read_json(out / "data.json")["versus"]["agrees"] is False
+    assert rejudge(item, "quick", tmp_path) is False  # judged already: nothing to change
+    assert rejudge(item, "cpu", tmp_path) is None  # nothing committed at that scale
+    (out / "item.md").write_text("# edited by hand\n")
+    write_json(out / "data.json", {"item": "figure3", "versus": {"text": stale, "agrees": True}, "data": data})
+    with pytest.raises(SibaError, match="rerun `siba reproduce figure3"):
+        rejudge(item, "quick", tmp_path)
+
+
+def test_rejudge_from_the_command_line_runs_nothing(tmp_path, capsys):
+    from siba.cli.main import main
+
+    data = {"asr": {"SIBA": {"0": [0.85], "5": [0.2]}}}
+    out = tmp_path / "figure3" / "quick"
+    write_json(out / "data.json", {"item": "figure3", "versus": {"text": "old", "agrees": True}, "data": data})
+    (out / "item.md").write_text("## Against the paper\n\nold\n")
+    assert main(["reproduce", "figure3", "figure12", "figure4", "--rejudge", "--results", str(tmp_path),
+                 "--runs", str(tmp_path / "no-runs")]) == 0
+    said = capsys.readouterr().out
+    assert "figure3 (quick): judged again" in said and "figure12 (quick): no claim to judge" in said
+    assert "figure4 (quick): no committed page" in said
+    assert not (tmp_path / "no-runs").exists() and "below 80% for target 5." in (out / "item.md").read_text()

@@ -40,18 +40,27 @@ def add_parser(sub: Any) -> None:
                         "or safetensors file you have; siba downloads nothing), e.g. --init "
                         "resnet18=resnet18-f37072fd.pth --init vgg16=vgg16_bn-6c64b313.pth for table2 at paper "
                         "scale, which needs them; repeatable")
+    p.add_argument("--rejudge", action="store_true",
+                   help="run nothing: judge the committed pages of ITEM… at --scale against the paper again from "
+                        "their data.json (after a rule or a why in siba/reproduce/versus.py or items.py changed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_reproduce(args: argparse.Namespace, command: str) -> int:
     from ..experiments.pipeline import StagePool
-    from ..reproduce import check_request, item_table, parse_init, run_item
+    from ..reproduce import check_request, item_table, parse_init, rejudge, run_item
 
     if args.list:
         print(item_table())
         return 0
     items = check_request(args.items, args.scale, args.seeds, args.executor, args.data,
                           log=lambda s: print(s, file=sys.stderr))
+    if args.rejudge:
+        for item in items:
+            said = {None: "no committed page", False: "unchanged", True: "judged again"}[
+                rejudge(item, args.scale, args.results)] if item.versus else "no claim to judge"
+            print(f"{item.name} ({args.scale}): {said}")
+        return 0
     init = parse_init(args.init)
     for item in items:  # every plan built (and so every config checked) before any work starts
         item.plan(args.scale, args.data, list(range(args.seeds)), init)

@@ -8,8 +8,9 @@ grid through the one pipeline, then writes its page with the report's tables and
 """
 
 from .items import ITEMS, Context, PaperItem, Plan, list_items
-from .runner import check_request, committed, item_table, parse_init, run_item
+from .runner import check_request, committed, item_table, parse_init, rejudge, run_item
 from .scales import SCALES, attack_settings, base_config, recipe_line
 
 __all__ = ["ITEMS", "SCALES", "Context", "PaperItem", "Plan", "attack_settings", "base_config", "check_request",
-           "committed", "item_table", "list_items", "parse_init", "recipe_line", "run_item"]
+           "committed", "item_table", "list_items", "parse_init", "recipe_line", "rejudge",
+           "run_item"]

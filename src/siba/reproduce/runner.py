@@ -124,6 +124,30 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
     return out
 
 
+def rejudge(item: PaperItem, scale: str, results_root: str | Path = "results/reproduce") -> bool | None:
+    """Judge an item's committed page against the paper again from its ``data.json`` alone (no run: for when
+    a rule or a why in :mod:`siba.reproduce.versus` changed after the run folders were removed): rewrites the
+    page's "Against the paper" section and ``data.json``'s ``versus`` (with the git revision that judged it,
+    ``judged_at``). False where nothing changed, None where the item has no committed page at that scale."""
+    out = Path(results_root) / item.name / scale
+    if not (out / "data.json").is_file() or not (out / "item.md").is_file() or not item.versus:
+        return None
+    data = read_json(out / "data.json")
+    text, agrees = item.versus.render(data["data"], scale)
+    old = (data.get("versus") or {}).get("text")
+    page = (out / "item.md").read_text()
+    head = "## Against the paper\n\n"
+    if old == text and (data.get("versus") or {}).get("agrees") == agrees:
+        return False
+    if not old or head + old not in page:
+        raise SibaError(f"{out / 'item.md'}: its section against the paper is not the one its data.json holds; "
+                        f"rerun `siba reproduce {item.name} --scale {scale}`")
+    write_json(out / "data.json", {**data, "versus": {"text": text, "agrees": agrees, "judged_at": git_revision()}})
+    with atomic_path(out / "item.md") as tmp:
+        tmp.write_text(page.replace(head + old, head + text, 1))
+    return True
+
+
 def compute_seconds(run_dirs: Sequence[Path], defense_dirs: Sequence[Path] = ()) -> float:
     """The seconds every stage an item used took when it ran (surrogates, triggers, victims, defenses), each
     stage counted once (a stage shared or copied between runs has one digest), whichever run did it: unlike
