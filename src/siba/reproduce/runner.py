@@ -124,6 +124,9 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
     return out
 
 
+VERSUS_HEADING = "## Against the paper"  # the page's section with the verdict (written by _page, rewritten by rejudge)
+
+
 def rejudge(item: PaperItem, scale: str, results_root: str | Path = "results/reproduce") -> bool | None:
     """Judge an item's committed page against the paper again from its ``data.json`` alone (no run: for when
     a rule or a why in :mod:`siba.reproduce.versus` changed after the run folders were removed): rewrites the
@@ -136,7 +139,7 @@ def rejudge(item: PaperItem, scale: str, results_root: str | Path = "results/rep
     text, agrees = item.versus.render(data["data"], scale)
     old = (data.get("versus") or {}).get("text")
     page = (out / "item.md").read_text()
-    head = "## Against the paper\n\n"
+    head = f"{VERSUS_HEADING}\n\n"  # as _page writes the section
     if old == text and (data.get("versus") or {}).get("agrees") == agrees:
         return False
     if not old or head + old not in page:
@@ -188,7 +191,7 @@ def _page(item: PaperItem, meta: dict[str, Any], body: str) -> str:
         lines += [f"Seeds: {meta['seeds']} (mean ± std over seeds).", ""]
     lines += [body, ""]
     if meta.get("versus"):
-        lines += ["## Against the paper", "", meta["versus"]["text"], ""]
+        lines += [VERSUS_HEADING, "", meta["versus"]["text"], ""]
     if item.paper:
         lines += [f"The paper's numbers: {item.paper}.", ""]
     if item.paper_note:
