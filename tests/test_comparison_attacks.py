@@ -229,6 +229,7 @@ def test_round_trip_bit_for_bit(tmp_path, name):
     assert loaded.render(tmp_path / f"{name}.png", xu).stat().st_size > 0
 
 
+@pytest.mark.slow  # ~30 s on a 2-core AMD EPYC
 def test_every_comparison_attack_end_to_end_on_the_shipped_subset(tmp_path, capsys):
     raw = {"name": "cmp", "data": "cifar10-mini", "seed": 0, "target": 0, "rates": [0.1], "clean_baseline": False,
            "victim": {"model": "fastnet", "model_args": {"widths": [8, 16, 16, 32]},

@@ -89,6 +89,11 @@ def test_table2_models_at_each_scale(tmp_path):
     assert quick.surrogate.model_args == quick.victim.model_args and quick.victim.init is None
     assert quick.attacks["badnets"]["size"] == 20 and quick.attacks["ubw-p"]["pattern"] == "white"
     assert quick.attacks["siba"]["k"] == 1600 and quick.image_size == 128
+    # ISSBA's encoder at 128×128: fewer steps on a CPU (Table I's 1,500 would take an hour), a longer warmup
+    assert {k: quick.attacks["issba"].get(k) for k in ("steps", "batch_size", "warmup")} == \
+        {"steps": 600, "batch_size": None, "warmup": 0.35}
+    assert ITEMS["table1"].plan("quick").runs[0].config.attacks["issba"]["steps"] == 1500
+    assert "600 steps (210 on the bits alone)" in item.recipe("quick")
     assert "ResNet-18 of width 16" in item.recipe("quick") and "fastnet" not in item.recipe("quick")
     with pytest.raises(SibaError, match=r"--init resnet18=resnet18-f37072fd\.pth --init vgg16=vgg16_bn"):
         item.plan("paper", "faces")
@@ -148,7 +153,6 @@ def tiny_quick(monkeypatch):
                                                     "max_images": 500})
 
 
-@pytest.mark.slow
 def test_figure13_draws_its_grid_of_pairs_with_a_gap_for_a_missing_pair(tmp_path):
     from PIL import Image
 
@@ -163,6 +167,7 @@ def test_figure13_draws_its_grid_of_pairs_with_a_gap_for_a_missing_pair(tmp_path
     assert colours > 20  # cells, text and colour bar, not a blank canvas
 
 
+@pytest.mark.slow  # ~95 s on a 2-core AMD EPYC: four items on the shipped subset (tiny models)
 def test_two_quick_items_end_to_end(tiny_quick, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce", "all-to-all", "table4", "--quiet"]) == 0
@@ -203,3 +208,29 @@ def test_two_quick_items_end_to_end(tiny_quick, tmp_path, monkeypatch):
     assert again["compute_s"] == first["compute_s"] > 0
     assert again["wall_s"] < first["wall_s"]
     assert first["versus"]["agrees"] in (True, False) and first["versus"]["text"] in page
+
+
+def test_a_data_set_built_by_siba_is_named_on_the_page_with_its_manifest(tmp_path):
+    """Table II's --data folder (built by `siba data vggface2-subset` or scripts/make_rot20.py): the page says
+    which command built it and its manifest is kept beside the page; a set without a manifest adds nothing."""
+    from siba.reproduce.runner import DATA_MANIFEST, _page, data_provenance
+    from siba.runtime import write_json
+
+    made = tmp_path / "rot20"
+    made.mkdir()
+    write_json(made / "manifest.json", {"format": "siba-rot20/1", "command": "python scripts/make_rot20.py A B"})
+    out = tmp_path / "out"
+    out.mkdir()
+    assert data_provenance(None, out) is None and data_provenance(str(tmp_path), out) is None
+    assert not (out / DATA_MANIFEST).exists()
+    info = data_provenance(str(made), out)
+    assert info == {"path": str(made), "format": "siba-rot20/1", "made_by": "python scripts/make_rot20.py A B",
+                    "manifest": DATA_MANIFEST}
+    assert read_json(out / DATA_MANIFEST)["command"] == "python scripts/make_rot20.py A B"
+    meta = {"machine": {"cores": 2, "cpu": "cpu", "torch": "2"}, "scale": "quick", "recipe": "r", "seeds": 1,
+            "command": "siba reproduce table2", "git_revision": "abc", "wall_s": 1.0, "compute_s": 1.0,
+            "data_set": info}
+    page = _page(ITEMS["table2"], meta, "body")
+    assert f"Data set: `{made}`, built by `python scripts/make_rot20.py A B`" in page
+    assert f"]({DATA_MANIFEST})" in page
+    assert "Data set" not in _page(ITEMS["table2"], {**meta, "data_set": None}, "body")

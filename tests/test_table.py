@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from siba.cli.main import main
@@ -24,6 +25,7 @@ def test_paper_tables_are_complete():
     assert paper_table_for(20, 128, "vgg16") == "table2-vgg16"
 
 
+@pytest.mark.slow  # ~60 s on a 2-core AMD EPYC: every attack on the shipped subset, ISSBA's encoder included
 def test_quick_table_end_to_end(tmp_path, capsys):
     raw = yaml.safe_load((ROOT / "configs" / "table1-quick.yaml").read_text())
     for stage in ("surrogate", "victim"):  # seconds, not minutes: one epoch of a tiny network

@@ -10,7 +10,8 @@ victim (``siba.experiments.defend``, as ``siba defend`` does); the item's writer
 table or figure. Every item folder holds ``item.md`` (the page: our numbers, the paper's where
 our copy of it kept them, ours against the paper's claim (``versus``), the recipe, the command, the
 machine, the git revision, the wall time and the compute of every stage it used),
-``data.json`` (the same, as data) and its figures.
+``data.json`` (the same, as data) and its figures; where ``--data`` names a folder siba built (it has a
+``manifest.json``), the page names the command that built it and ``data-manifest.json`` keeps its manifest.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(item, scale, out, {r.name: runs_dir / r.name for r in plan.runs}, results, list(range(seeds)),
                   defense_dirs)
+    made = data_provenance(data, out)  # before `data` names the item's own data below
     body, data = item.write(ctx)
     versus, agrees = item.versus.render(data, scale) if item.versus else ("", None)
     meta = {"item": item.name, "title": item.title, "scale": scale, "recipe": item.recipe(scale),
@@ -116,12 +118,28 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
             "git_revision": git_revision(), "wall_s": wall,
             "compute_s": compute_seconds([*ctx.run_dirs.values()], [*defense_dirs.values()]),
             "runs": str(runs_dir), "stage_wall_s": _stage_walls(results), "paper": item.paper,
-            "paper_note": item.paper_note, "versus": {"text": versus, "agrees": agrees} if versus else None}
+            "paper_note": item.paper_note, "versus": {"text": versus, "agrees": agrees} if versus else None,
+            "data_set": made}
     write_json(out / "data.json", {**meta, "data": data})
     with atomic_path(out / "item.md") as tmp:
         tmp.write_text(_page(item, meta, body))
     log(f"[reproduce] {item.name} ({scale}): {out / 'item.md'}")
     return out
+
+
+DATA_MANIFEST = "data-manifest.json"
+
+
+def data_provenance(data: str | None, out: Path) -> dict[str, Any] | None:
+    """Where ``--data`` names a folder built by siba (``siba data vggface2-subset``, ``scripts/make_rot20.py``):
+    its manifest copied beside the item's page, and what the page says of it (the folder, the command
+    that built it). None for a data set without a manifest (the shipped subset, an archive)."""
+    manifest = Path(data) / "manifest.json" if data else None
+    if manifest is None or not manifest.is_file():
+        return None
+    m = read_json(manifest)
+    write_json(out / DATA_MANIFEST, m)
+    return {"path": str(data), "format": m.get("format"), "made_by": m.get("command"), "manifest": DATA_MANIFEST}
 
 
 VERSUS_HEADING = "## Against the paper"  # the page's section with the verdict (written by _page, rewritten by rejudge)
@@ -196,6 +214,10 @@ def _page(item: PaperItem, meta: dict[str, Any], body: str) -> str:
         lines += [f"The paper's numbers: {item.paper}.", ""]
     if item.paper_note:
         lines += [item.paper_note, ""]
+    made = meta.get("data_set")
+    if made:
+        lines += [f"Data set: `{made['path']}`" + (f", built by `{made['made_by']}`" if made.get("made_by") else "")
+                  + f" (its manifest: [{made['manifest']}]({made['manifest']})).", ""]
     lines += [f"Command: `{meta['command']}`  ", f"Machine: {machine}  ",
               f"Git revision: {meta['git_revision']}  ", f"Wall time: {meta['wall_s']:.0f} s "
               "(work already done by an earlier, resumed run is not counted)  ",
