@@ -257,11 +257,16 @@ def label_of(name: str) -> str:
 # a 128-pixel image becomes 32×32 features, as in the paper's model) trains from scratch.
 FACE_MODELS = {"quick": {"model": "resnet18", "model_args": {"width": 16, "stem": "imagenet"}},
                "cpu": {"model": "resnet18", "model_args": {"width": 32, "stem": "imagenet"}}}
-# ISSBA's encoder on 128×128 images at the CPU scales: a step of 32 images took 2.4 s here (fp32; Table I's 1,500
+# ISSBA's encoder on 128×128 images at the CPU scales: a step of 32 images took 2.0–2.4 s here (fp32; Table I's 1,500
 # steps would take an hour). It must learn the bits before the image loss starts: with 16 images a step it had not
 # begun after 400 (bit accuracy 0.50), with 32 it reached 0.83 by step 200. So 32 a step, fewer steps, a longer warmup.
 FACE_ISSBA = {"quick": {"steps": 600, "warmup": 0.35, "ramp": 0.35},
               "cpu": {"steps": 1500, "warmup": 0.25, "ramp": 0.35}}
+
+
+def _face_issba_recipe(scale: str) -> str:
+    steps, warmup = FACE_ISSBA[scale]["steps"], FACE_ISSBA[scale]["warmup"]
+    return f"ISSBA's encoder trained {steps:,} steps ({round(steps * warmup):,} on the bits alone)"
 _IMAGENET_NORM = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}  # what ImageNet weights expect
 _FACE_PAPER_TRAIN = {"epochs": 30, "lr": 0.01, "schedule": "step", "milestones": [15, 20], "eval_every": 5}
 
@@ -280,7 +285,7 @@ def _table_plan(scale: str, data: str | None, face: bool = False) -> Plan:
         for n in ("badnets", "ubw-p"):  # the paper's face patch: all white, 400 pixels (its Table II's L0)
             attacks[n].update(size=20, pattern="white")
         attacks["blended"]["pattern"] = "noise"  # the paper's face setting: seeded uniform noise
-        if scale in FACE_ISSBA:  # a 128×128 encoder step costs ~16× a 32×32 one (2.4 s for 32 images, fp32 CPU)
+        if scale in FACE_ISSBA:
             attacks["issba"].update(FACE_ISSBA[scale])
         if scale == "paper":
             models = {"resnet18": {"model": "resnet18", "model_args": {"stem": "imagenet", **_IMAGENET_NORM}},
@@ -348,10 +353,10 @@ class Table1:
           needs_data=True, pretrained=("resnet18", "vgg16"), versus=vs.TABLE,
           recipes={"quick": "the 20-class 128×128 set named with --data, ResNet-18 of width 16 with the ImageNet stem "
                             "trained from scratch 24 epochs, flip only (no random crop), 10% poisoning, k = 1,600, "
-                            "ISSBA's encoder trained 600 steps (210 on the bits alone)",
+                            + _face_issba_recipe("quick"),
                    "cpu": "the 20-class 128×128 set named with --data, ResNet-18 of width 32 with the ImageNet stem "
                           "trained from scratch 16 epochs, flip only (no random crop), 1% poisoning, k = 1,600, "
-                          "ISSBA's encoder trained 1,500 steps (375 on the bits alone)",
+                          + _face_issba_recipe("cpu"),
                    "paper": "the 20-class 128×128 set named with --data, ImageNet-pretrained ResNet-18 and VGG-16 "
                             "(--init), 30 epochs, lr ÷10 at 15 and 20, pad-4 crop + flip, 1% poisoning, k = 1,600"})
 class Table2:

@@ -110,9 +110,9 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(item, scale, out, {r.name: runs_dir / r.name for r in plan.runs}, results, list(range(seeds)),
                   defense_dirs)
-    made = data_provenance(data, out)  # before `data` names the item's own data below
-    body, data = item.write(ctx)
-    versus, agrees = item.versus.render(data, scale) if item.versus else ("", None)
+    made = data_provenance(data, out)
+    body, item_data = item.write(ctx)
+    versus, agrees = item.versus.render(item_data, scale) if item.versus else ("", None)
     meta = {"item": item.name, "title": item.title, "scale": scale, "recipe": item.recipe(scale),
             "seeds": seeds, "command": command, "machine": machine_info(pick_device("auto")),
             "git_revision": git_revision(), "wall_s": wall,
@@ -120,7 +120,7 @@ def run_item(item: PaperItem, scale: str, *, results_root: str | Path = "results
             "runs": str(runs_dir), "stage_wall_s": _stage_walls(results), "paper": item.paper,
             "paper_note": item.paper_note, "versus": {"text": versus, "agrees": agrees} if versus else None,
             "data_set": made}
-    write_json(out / "data.json", {**meta, "data": data})
+    write_json(out / "data.json", {**meta, "data": item_data})
     with atomic_path(out / "item.md") as tmp:
         tmp.write_text(_page(item, meta, body))
     log(f"[reproduce] {item.name} ({scale}): {out / 'item.md'}")
