@@ -249,6 +249,15 @@ def label_of(name: str) -> str:
     return LABEL.get(name.split("-")[0] if name not in LABEL else name, name)
 
 
+def _cpu_cost(trainings: float, triggers: int, amx: str, fp32: str, also: str = "") -> str:
+    """The cost of a sweep item at the cpu scale: its fastnet 32-64-128-256 trainings on the 50,000 images (surrogates
+    count by their share of the set) on the two 2-core CPUs these sessions get."""
+    plural = "s" * (triggers != 1)
+    return (f"{trainings:g} trainings on the 50,000 images and {triggers} optimised trigger{plural}{also}: "
+            f"{amx} on a 2-core Xeon with AMX (bf16, 13–19 min a training), {fp32} in fp32 on a 2-core AMD EPYC "
+            "(77 min a training, 288 s an epoch, measured)")
+
+
 # ---------------------------------------------------------------------------- Tables I and II
 
 # Table II's models. The paper's ResNet-18 and VGG-16 start from ImageNet weights (paper scale: --init) and
@@ -348,7 +357,7 @@ def _table_write(ctx: Context) -> tuple[str, dict[str, Any]]:
 
 @register("table1", "Table I: every attack on CIFAR-10 (BA, ASR, L0, L∞, LPIPS, SSIM)", "table", "§IV-B",
           {"quick": "~20 min on a 2-core CPU (10 models, 4 optimised triggers, ISSBA's encoder)",
-           "cpu": "~6 h on a 2-core CPU with bf16 (11 trainings of 25–45 min), ~9 h in fp32",
+           "cpu": _cpu_cost(11, 3, "~3.5 h", "~15 h", also=" (and ISSBA's encoder)"),
            "paper": "2 × 11 ResNet-18/VGG-16 trainings of 100 epochs: ~1 GPU-day"}, versus=vs.TABLE)
 class Table1:
     plan = staticmethod(lambda scale, data: _table_plan(scale, data))
@@ -602,7 +611,7 @@ class _Figure4:
 
 
 register("figure4", "Figure 4: ASR against the poisoning rate (SIBA, Sparse, Random)", "figure", "§IV-C",
-         {"quick": "~15 min on a 2-core CPU (12 victims)", "cpu": "~6 h on a 2-core CPU (12 victims)",
+         {"quick": "~15 min on a 2-core CPU (12 victims)", "cpu": _cpu_cost(13, 2, "~3.5 h", "~17 h"),
           "paper": "12 ResNet-18 trainings: GPU hours"}, versus=vs.RATE)(_Figure4)
 
 
@@ -638,12 +647,14 @@ def _value(text: str) -> float:
 
 
 register("figure5", "Figure 5: ASR against the pixel budget k (SIBA, Sparse, Random)", "figure", "§IV-C",
-         {"quick": "~25 min on a 2-core CPU (12 victims, 8 optimised triggers)", "cpu": "~7 h on a 2-core CPU",
+         {"quick": "~25 min on a 2-core CPU (12 victims, 8 optimised triggers)",
+          "cpu": _cpu_cost(13, 8, "~4 h", "~18 h"),
           "paper": "12 ResNet-18 trainings: GPU hours"}, versus=vs.K)(
     _budget_sweep("k", {"quick": [25, 50, 100, 200], "cpu": [25, 50, 100, 200], "paper": [25, 50, 100, 200]},
                   lambda v: str(v)))
 register("figure6", "Figure 6: ASR against the magnitude budget ε (SIBA, Sparse, Random)", "figure", "§IV-C",
-         {"quick": "~25 min on a 2-core CPU (12 victims, 8 optimised triggers)", "cpu": "~7 h on a 2-core CPU",
+         {"quick": "~25 min on a 2-core CPU (12 victims, 8 optimised triggers)",
+          "cpu": _cpu_cost(13, 8, "~4 h", "~18 h"),
           "paper": "12 ResNet-18 trainings: GPU hours"}, versus=vs.EPS)(
     _budget_sweep("eps", {s: ["2/255", "4/255", "8/255", "16/255"] for s in SCALES},
                   lambda v: v.replace("/", "_")))
@@ -671,7 +682,8 @@ class _Figure3:
 
 
 register("figure3", "Figure 3: SIBA with each target class", "figure", "§IV-C",
-         {"quick": "~20 min on a 2-core CPU (10 triggers, 10 victims)", "cpu": "~3 h on a 2-core CPU (4 targets)",
+         {"quick": "~20 min on a 2-core CPU (10 triggers, 10 victims)",
+          "cpu": "4 targets, " + _cpu_cost(5, 4, "~1.5 h", "~7 h"),
           "paper": "10 ResNet-18 trainings: GPU hours"},
          versus=vs.TARGETS.because(quick=(
              "Why: the trigger for dog is not like the others. Figure 12 at this scale shows the same triggers "
@@ -710,7 +722,8 @@ class _Figure8:
 
 
 register("figure8", "Figure 8: SIBA's step α, passes N and re-mask period T", "figure", "§IV-E1",
-         {"quick": "~25 min on a 2-core CPU (10 triggers, 10 victims)", "cpu": "~6 h on a 2-core CPU",
+         {"quick": "~25 min on a 2-core CPU (10 triggers, 10 victims)",
+          "cpu": _cpu_cost(11, 10, "~3.5 h", "~15 h"),
           "paper": "10 ResNet-18 trainings: GPU hours"}, versus=vs.SETTINGS)(_Figure8)
 
 
@@ -746,7 +759,7 @@ class _Table5:
 
 
 register("table5", "Table V: SIBA with a surrogate trained on 5–100% of the training set", "table", "§IV-E4",
-         {"quick": "~10 min on a 2-core CPU (5 surrogates, 5 victims)", "cpu": "~4 h on a 2-core CPU",
+         {"quick": "~10 min on a 2-core CPU (5 surrogates, 5 victims)", "cpu": _cpu_cost(6.5, 5, "~2 h", "~9 h"),
           "paper": "5 ResNet-18 surrogates and victims: GPU hours"},
          paper={"0.05": 65.44, "0.1": 97.10, "1": 97.60},
          paper_note="The paper's ASR for 15% and 20% were lost in our copy of its text.",
