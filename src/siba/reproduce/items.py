@@ -254,8 +254,8 @@ def _cpu_cost(trainings: float, triggers: int, amx: str, fp32: str, also: str = 
     count by their share of the set) on the two 2-core CPUs these sessions get."""
     plural = "s" * (triggers != 1)
     return (f"{trainings:g} trainings on the 50,000 images and {triggers} optimised trigger{plural}{also}: "
-            f"{amx} on a 2-core Xeon with AMX (bf16, 13–19 min a training), {fp32} in fp32 on a 2-core AMD EPYC "
-            "(77 min a training, 288 s an epoch, measured)")
+            f"{amx} on a 2-core Xeon with AMX (bf16, 13–19 min a training), {fp32} in fp32 on a 2-core AMD "
+            "EPYC without AVX-512 (77 min a training, 288 s an epoch, measured)")
 
 
 # ---------------------------------------------------------------------------- Tables I and II
