@@ -277,3 +277,21 @@ def test_nc_mask_on_trigger_reports_the_share_on_the_trigger_and_its_mirror(tmp_
     assert out["target_mask_on_trigger"] == 0.5 and out["trigger_region_share"] == 0.125 and out["mask_l1"] == 1.0
     assert nc_mask_on_trigger.main([str(tmp_path / "nope.safetensors"), str(tmp_path / "trigger.safetensors")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_lpips_blend_resolution_scores_smooth_upsampled_images_far_above_sharp_photographs(tmp_path, capsys):
+    pytest.importorskip("skimage")
+    lb = _load("lpips_blend_resolution")
+    out = tmp_path / "lpips.json"
+    assert lb.main(["--count", "16", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    rows = {r["set"]: r for r in data["rows"]}
+    photos, small, upsampled = rows["photographs"], rows["cifar10-mini"], rows["cifar10-mini-x4"]
+    assert photos["size"] == [3, 128, 128] and upsampled["size"] == [3, 128, 128] and small["size"] == [3, 32, 32]
+    assert small["count"] == upsampled["count"] == 16 and photos["count"] >= 3
+    # the same noise at the same opacity: far more perceptible on smooth upsampled images than on sharp ones
+    assert upsampled["lpips"] > 2 * photos["lpips"] > 0
+    assert data["command"].startswith("python scripts/lpips_blend_resolution.py")
+    assert "LPIPS of Blended noise" in capsys.readouterr().out
+    assert lb.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
