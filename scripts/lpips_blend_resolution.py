@@ -45,8 +45,8 @@ def photographs(size: int) -> tuple[torch.Tensor, list[str]]:
         raise SibaError("this script needs scikit-image (pip install 'siba[test]')") from None
     images, names = [], []
     for name in PHOTOS:
-        a = getattr(skimage.data, name, None)
-        a = a() if a is not None else None
+        load = getattr(skimage.data, name, None)  # a photograph this scikit-image lacks is left out
+        a = load() if load is not None else None
         if a is None or a.ndim != 3:
             continue
         t = torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1).float()[None] / 255

@@ -250,8 +250,8 @@ def label_of(name: str) -> str:
 
 
 def _cpu_cost(trainings: float, triggers: int, amx: str, fp32: str, also: str = "") -> str:
-    """The cost of a sweep item at the cpu scale: its fastnet 32-64-128-256 trainings on the 50,000 images (surrogates
-    count by their share of the set) on the two 2-core CPUs these sessions get."""
+    """An item's cost at the cpu scale: its fastnet 32-64-128-256 trainings on the 50,000 images (a surrogate on part
+    of the set counts by its share) and optimised triggers, on the two 2-core CPUs these sessions get."""
     plural = "s" * (triggers != 1)
     return (f"{trainings:g} trainings on the 50,000 images and {triggers} optimised trigger{plural}{also}: "
             f"{amx} on a 2-core Xeon with AMX (bf16, 13–19 min a training), {fp32} in fp32 on a 2-core AMD "
